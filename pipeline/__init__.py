@@ -1,0 +1,1 @@
+"""DSD model, generator, weights, providers and store: plain Python, no UI."""
