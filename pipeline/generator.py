@@ -1,0 +1,231 @@
+"""The DSD generator: reference picture + prompt -> a new picture of the same subject.
+
+A diffusers pipeline built from FLUX's components with `DSDTransformer2DModel` as transformer.
+`__call__` is the method of the paper (section 3.2): the reference is the first frame of a
+two-frame canvas `[reference | output]`; both halves are denoised together, the clean reference
+steers every step through the condition embedder, and the right half is the result.
+
+Differences from the authors' release, on purpose:
+- any panel size that is a multiple of 16, square or not, and batches of references and seeds;
+- true guidance `uncond + i*(img - uncond) + t*(full - img)` is applied whenever either scale is
+  not 1 and from the first step. The release only turns it on when the image scale is above 1,
+  and only from the second step, so a text scale above 1 alone did nothing there;
+- the guidance passes run as one batched forward (or one at a time to save memory), and passes
+  whose weight is zero are skipped: with image scale 1 the unconditional pass cancels out.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from diffusers.utils import BaseOutput
+
+from pipeline.errors import UserInputError
+from pipeline.images import check_panel_size, fit_to_panel
+
+# The passes of true guidance, by what the transformer sees: (text, condition image).
+UNCOND, IMAGE_ONLY, FULL = "uncond", "image", "full"
+
+
+def guidance_passes(image_scale: float, text_scale: float) -> tuple[str, ...]:
+    """The forward passes a step needs for these true-guidance scales."""
+    if image_scale == 1 and text_scale == 1:
+        return (FULL,)
+    if image_scale == 1:
+        return (IMAGE_ONLY, FULL)
+    return (UNCOND, IMAGE_ONLY, FULL)
+
+
+def combine_guidance(preds: dict[str, torch.Tensor], image_scale: float, text_scale: float) -> torch.Tensor:
+    """`uncond + i*(img - uncond) + t*(full - img)`; with i == 1 the uncond terms cancel."""
+    full = preds[FULL]
+    if len(preds) == 1:
+        return full
+    image = preds[IMAGE_ONLY]
+    base = image if UNCOND not in preds else preds[UNCOND] + image_scale * (image - preds[UNCOND])
+    return base + text_scale * (full - image)
+
+
+@dataclass
+class DSDPipelineOutput(BaseOutput):
+    """`images`: the outputs (right halves); `reconstructions`: left halves, when asked for."""
+
+    images: list[PIL.Image.Image] | np.ndarray
+    reconstructions: list[PIL.Image.Image] | np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class DSDPipeline(FluxPipeline):
+    """FLUX components with a DSD transformer; see the module docstring for the method."""
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | Sequence[PIL.Image.Image],
+        prompt: str | Sequence[str],
+        height: int = 512,
+        width: int = 512,
+        num_inference_steps: int = 28,
+        guidance_scale: float = 3.5,
+        image_guidance_scale: float = 1.0,
+        text_guidance_scale: float = 1.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        fit: str = "crop",
+        max_sequence_length: int = 512,
+        batch_guidance: bool = True,
+        return_reconstruction: bool = False,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[int, int], None] | None = None,
+    ) -> DSDPipelineOutput:
+        """Generate `num_images_per_prompt` pictures per (reference, prompt) pair.
+
+        `height` x `width` is the size of one panel (the canvas is twice as wide). `generator`
+        may be a list with one generator per output picture, so a seed gives the same picture
+        alone or in a batch. `callback_on_step_end(step, total)` reports progress.
+        """
+        references, prompts = self.check_dsd_inputs(image, prompt, height, width, num_inference_steps)
+        device, timings = self._execution_device, {}
+        batch = len(references) * num_images_per_prompt
+        passes = guidance_passes(image_guidance_scale, text_guidance_scale)
+        self._interrupt = False
+
+        # 1. Encode the prompt (and the empty prompt when a pass drops the text).
+        started = time.perf_counter()
+        text = self.encode_prompt(
+            prompt=prompts, prompt_2=None, device=device,
+            num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length,
+        )
+        empty = None
+        if UNCOND in passes or IMAGE_ONLY in passes:
+            empty = self.encode_prompt(
+                prompt=[""], prompt_2=None, device=device,
+                num_images_per_prompt=batch, max_sequence_length=max_sequence_length,
+            )
+
+        # 2. The condition: `[reference | black]`, VAE-encoded once, packed like the latents.
+        condition = self.encode_condition(references, height, width, num_images_per_prompt, fit, generator)
+        timings["encode_s"] = _elapsed(started, device)
+
+        # 3. Noise for the whole canvas: both halves start from noise.
+        channels = self.transformer.config.in_channels // 4
+        latents, image_ids = self.prepare_latents(
+            batch, channels, height, 2 * width, text[0].dtype, device, generator
+        )
+
+        # 4. FLUX's flow-matching schedule, shifted for the canvas' token count.
+        timesteps = self.schedule(num_inference_steps, latents.shape[1], device)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((batch,), guidance_scale, device=device, dtype=torch.float32)
+
+        # 5. Denoise the canvas.
+        started = time.perf_counter()
+        for step, t in enumerate(timesteps):
+            if self.interrupt:
+                break
+            preds = self.predict_passes(
+                latents, condition, text, empty, image_ids, t, guidance, passes, batch_guidance
+            )
+            velocity = combine_guidance(preds, image_guidance_scale, text_guidance_scale)
+            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                callback_on_step_end(step + 1, len(timesteps))
+        timings["denoise_s"] = _elapsed(started, device)
+        timings["per_step_s"] = timings["denoise_s"] / max(1, len(timesteps))
+
+        # 6. Decode the canvas; the right half is the output, the left the reconstruction.
+        started = time.perf_counter()
+        canvas = self.decode_canvas(latents, height, 2 * width)
+        images = self.image_processor.postprocess(canvas[..., width:], output_type=output_type)
+        reconstructions = None
+        if return_reconstruction:
+            reconstructions = self.image_processor.postprocess(canvas[..., :width], output_type=output_type)
+        timings["decode_s"] = _elapsed(started, device)
+        self.maybe_free_model_hooks()
+        return DSDPipelineOutput(images=images, reconstructions=reconstructions, timings=timings)
+
+    def check_dsd_inputs(self, image, prompt, height, width, steps) -> tuple[list, list[str]]:
+        check_panel_size(width, height)
+        references = [image] if isinstance(image, PIL.Image.Image) else list(image)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) == 1 and len(references) > 1:
+            prompts = prompts * len(references)
+        if len(references) == 1 and len(prompts) > 1:
+            references = references * len(prompts)
+        if not references or len(references) != len(prompts):
+            raise UserInputError(
+                f"got {len(references)} reference pictures and {len(prompts)} prompts: give one prompt, "
+                "or one prompt per picture"
+            )
+        if steps < 1:
+            raise UserInputError(f"steps must be at least 1, got {steps}")
+        return references, prompts
+
+    def encode_condition(self, references, height, width, per_reference, fit, generator) -> torch.Tensor:
+        """VAE latents of `[reference | black]` (black = -1 in VAE input space), packed."""
+        panels = [fit_to_panel(reference, width, height, fit) for reference in references]
+        pixels = self.image_processor.preprocess(panels, height=height, width=width)
+        pixels = pixels.repeat_interleave(per_reference, dim=0)
+        canvas = torch.cat([pixels, torch.full_like(pixels, -1.0)], dim=-1)
+        canvas = canvas.to(device=self._execution_device, dtype=self.vae.dtype)
+        latents = self.vae.encode(canvas).latent_dist.sample(generator)
+        latents = (latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+        batch, channels, latent_height, latent_width = latents.shape
+        packed = self._pack_latents(latents, batch, channels, latent_height, latent_width)
+        return packed.to(self.transformer.dtype)
+
+    def schedule(self, num_inference_steps: int, image_seq_len: int, device) -> torch.Tensor:
+        config = self.scheduler.config
+        sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = calculate_shift(
+            image_seq_len,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
+        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
+        return timesteps
+
+    def predict_passes(self, latents, condition, text, empty, image_ids, t, guidance, passes, batched):
+        """Velocity predictions for each guidance pass: one batched forward, or one per pass."""
+        prompt_embeds, pooled, text_ids = text
+        inputs = {
+            UNCOND: (torch.zeros_like(condition), empty),
+            IMAGE_ONLY: (condition, empty),
+            FULL: (condition, (prompt_embeds, pooled, text_ids)),
+        }
+        groups = [passes] if batched else [(name,) for name in passes]
+        preds = {}
+        for group in groups:
+            n = len(group)
+            output = self.transformer(
+                hidden_states=latents.repeat(n, 1, 1),
+                cond_hidden_states=torch.cat([inputs[name][0] for name in group]),
+                encoder_hidden_states=torch.cat([inputs[name][1][0] for name in group]),
+                pooled_projections=torch.cat([inputs[name][1][1] for name in group]),
+                timestep=(t / 1000).expand(n * latents.shape[0]).to(latents.dtype),
+                guidance=None if guidance is None else guidance.repeat(n),
+                txt_ids=text_ids,
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+            preds.update(zip(group, output.chunk(n)))
+        return preds
+
+    def decode_canvas(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        return self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+
+
+def _elapsed(started: float, device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
