@@ -1,0 +1,127 @@
+"""`dsd generate`: what scripts rely on. Real subprocesses for the contract, in-process for the many bad inputs."""
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline.images import read_png_metadata
+from studio.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CAT = ROOT / "assets" / "examples" / "cat.jpg"
+
+
+def dsd(*args, home: Path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "studio.cli", *args, "--home", str(home)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+def bomb_png(path: Path) -> Path:
+    """A tiny file whose header declares 100000 x 100000 pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_generate_writes_numbered_pngs_with_parameters(tmp_path):
+    out = tmp_path / "out.png"
+    result = dsd("generate", "--image", str(CAT), "--prompt", "the cat on a beach", "--out", str(out),
+                 "--size", "128x96", "--steps", "3", "--seed", "7", "--num-images", "2", "--keep-reconstruction",
+                 home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    paths = [out, tmp_path / "out-1.png"]
+    for path, seed in zip(paths, (7, 8)):
+        assert Image.open(path).size == (128, 96)
+        metadata = read_png_metadata(path)
+        assert metadata["seed"] == seed and metadata["prompt"] == "the cat on a beach" and metadata["steps"] == 3
+        assert f"{path}\tseed {seed}" in result.stdout
+    assert Image.open(tmp_path / "out.reconstruction.png").size == (128, 96)
+    assert (tmp_path / "home" / "dsd.sqlite").is_file()
+
+
+def test_same_seed_same_picture_across_runs(tmp_path):
+    for name in ("a.png", "b.png"):
+        assert main(["generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(tmp_path / name),
+                     "--size", "64", "--steps", "2", "--seed", "11", "--home", str(tmp_path)]) == 0
+    assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
+
+
+def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not a picture")
+    result = dsd("generate", "--image", str(notes), "--prompt", "x", "--out", str(tmp_path / "o.png"), home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "not a picture" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (extra arguments, a phrase the one-line message must contain)."""
+    jpeg = CAT.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    (tmp_path / "notes.png").write_text("hello")
+    (tmp_path / "partial" / "vae").mkdir(parents=True)
+    (tmp_path / "weird").mkdir()
+    image = ["--image", str(CAT)]
+    return {
+        "not an image": (["--image", str(tmp_path / "notes.png")], "not a picture"),
+        "missing file": (["--image", str(tmp_path / "nope.jpg")], "check the path"),
+        "truncated": (["--image", str(tmp_path / "cut.jpg")], "truncated or corrupt"),
+        "1x1": (["--image", str(tmp_path / "dot.png")], "1x1"),
+        "bomb": (["--image", str(bomb_png(tmp_path / "bomb.png"))], "100000x100000"),
+        "size": (image + ["--size", "500x512"], "multiples of 16"),
+        "empty prompt": (image + ["--prompt", "  "], "prompt is empty"),
+        "partial base": (image + ["--base", str(tmp_path / "partial")], "lacks"),
+        "not dsd weights": (image + ["--dsd", str(tmp_path / "weird")], "not a DSD weights folder"),
+        "offline hub id": (image + ["--dsd", "nobody/nothing"], "hf download nobody/nothing"),
+        "not a path or id": (image + ["--base", str(tmp_path / "no" / "such" / "dir")], "neither a folder nor"),
+        "too many images": (image + ["--num-images", "99"], "between 1 and 16"),
+        "bad output name": (image + ["--out", str(tmp_path / "o.jpg")], ".png"),
+        "memory mode without GPU": (image + ["--memory", "model_offload"], "needs a CUDA GPU"),
+    }
+
+
+BAD_INPUTS = [
+    "not an image", "missing file", "truncated", "1x1", "bomb", "size", "empty prompt", "partial base",
+    "not dsd weights", "offline hub id", "not a path or id", "too many images", "bad output name",
+    "memory mode without GPU",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exit_2_with_one_clear_line(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    extra, phrase = bad_inputs(tmp_path)[case]
+    args = {"--prompt": "the cat", "--out": str(tmp_path / "o.png"), "--size": "64", "--steps": "1"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        args[flag] = value
+    argv = ["generate", "--home", str(tmp_path / "home")] + [item for pair in args.items() for item in pair]
+    if case == "memory mode without GPU" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dsd: error:") and "\n" not in err and phrase in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--prompt", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--image" in err
