@@ -17,6 +17,7 @@ Differences from the authors' release, on purpose:
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -26,7 +27,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_tim
 from diffusers.utils import BaseOutput
 
 from pipeline.errors import UserInputError
-from pipeline.images import check_panel_size, fit_to_panel
+from pipeline.images import check_panel_size, fit_to_panel, load_image
 
 # The passes of true guidance, by what the transformer sees: (text, condition image).
 UNCOND, IMAGE_ONLY, FULL = "uncond", "image", "full"
@@ -89,7 +90,9 @@ class DSDPipeline(FluxPipeline):
         may be a list with one generator per output picture, so a seed gives the same picture
         alone or in a batch. `callback_on_step_end(step, total)` reports progress.
         """
-        references, prompts = self.check_dsd_inputs(image, prompt, height, width, num_inference_steps)
+        references, prompts = self.check_dsd_inputs(
+            image, prompt, height, width, num_inference_steps, generator, num_images_per_prompt
+        )
         device, timings = self._execution_device, {}
         batch = len(references) * num_images_per_prompt
         passes = guidance_passes(image_guidance_scale, text_guidance_scale)
@@ -141,18 +144,15 @@ class DSDPipeline(FluxPipeline):
 
         # 6. Decode the canvas; the right half is the output, the left the reconstruction.
         started = time.perf_counter()
-        canvas = self.decode_canvas(latents, height, 2 * width)
-        images = self.image_processor.postprocess(canvas[..., width:], output_type=output_type)
-        reconstructions = None
-        if return_reconstruction:
-            reconstructions = self.image_processor.postprocess(canvas[..., :width], output_type=output_type)
+        images, reconstructions = self.split_canvas(latents, height, width, output_type, return_reconstruction)
         timings["decode_s"] = _elapsed(started, device)
         self.maybe_free_model_hooks()
         return DSDPipelineOutput(images=images, reconstructions=reconstructions, timings=timings)
 
-    def check_dsd_inputs(self, image, prompt, height, width, steps) -> tuple[list, list[str]]:
+    def check_dsd_inputs(self, image, prompt, height, width, steps, generator, per_reference) -> tuple[list, list[str]]:
         check_panel_size(width, height)
-        references = [image] if isinstance(image, PIL.Image.Image) else list(image)
+        references = [image] if isinstance(image, (PIL.Image.Image, str, Path)) else list(image)
+        references = [load_image(r) if isinstance(r, (str, Path)) else r for r in references]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if len(prompts) == 1 and len(references) > 1:
             prompts = prompts * len(references)
@@ -165,6 +165,10 @@ class DSDPipeline(FluxPipeline):
             )
         if steps < 1:
             raise UserInputError(f"steps must be at least 1, got {steps}")
+        if isinstance(generator, list) and len(generator) != len(references) * per_reference:
+            raise UserInputError(
+                f"got {len(generator)} generators for {len(references) * per_reference} pictures: give one per picture"
+            )
         return references, prompts
 
     def encode_condition(self, references, height, width, per_reference, fit, generator) -> torch.Tensor:
@@ -218,6 +222,19 @@ class DSDPipeline(FluxPipeline):
             )[0]
             preds.update(zip(group, output.chunk(n)))
         return preds
+
+    def split_canvas(self, latents, height, width, output_type, with_reconstruction):
+        """The right half (the output) and, when asked, the left half (the reference reconstructed)."""
+        if output_type == "latent":
+            canvas = self._unpack_latents(latents, height, 2 * width, self.vae_scale_factor)
+            split = width // self.vae_scale_factor
+            left, right = canvas[..., :split], canvas[..., split:]
+            return right, left if with_reconstruction else None
+        canvas = self.decode_canvas(latents, height, 2 * width)
+        images = self.image_processor.postprocess(canvas[..., width:], output_type=output_type)
+        if not with_reconstruction:
+            return images, None
+        return images, self.image_processor.postprocess(canvas[..., :width], output_type=output_type)
 
     def decode_canvas(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         latents = self._unpack_latents(latents, height, width, self.vae_scale_factor)

@@ -79,7 +79,7 @@ def resolve_folder(path_or_id: str, what: str, allow_patterns: list[str] | None 
     try:
         return Path(snapshot_download(path_or_id, allow_patterns=allow_patterns))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0].rstrip(".")
         raise UserInputError(
             f"cannot fetch {what} {path_or_id!r} from the Hugging Face Hub ({reason}): on a machine with "
             f"network run `hf download {path_or_id} --local-dir DIR`, then pass DIR"
@@ -174,10 +174,13 @@ def apply_lora(transformer: DSDTransformer2DModel, lora_file: Path, report: Load
     report.lora_modules += check_lora_state(transformer, state, lora_file)
     with safe_open(lora_file, framework="pt") as handle:
         metadata = json.loads((handle.metadata() or {}).get("lora_adapter_metadata", "null"))
-    transformer.load_lora_adapter(
-        {key: value.to(transformer.dtype) for key, value in state.items()},
-        prefix="transformer", adapter_name=name, metadata=metadata,
-    )
+    try:
+        transformer.load_lora_adapter(
+            {key: value.to(transformer.dtype) for key, value in state.items()},
+            prefix="transformer", adapter_name=name, metadata=metadata,
+        )
+    except (KeyError, ValueError, TypeError) as error:
+        raise UserInputError(f"cannot apply the LoRA in {lora_file}: {error}; is it a FLUX LoRA in diffusers format?") from None
     # Fusing removes the LoRA's extra matmuls from every step; unloading keeps the fused weights.
     transformer.fuse_lora(adapter_names=[name])
     transformer.unload_lora()
@@ -198,8 +201,17 @@ def load_condition_embedder(transformer: DSDTransformer2DModel, folder: Path) ->
 
 def save_dsd_weights(transformer: DSDTransformer2DModel, folder: str | Path, adapter_name: str = "default") -> Path:
     """Write our format: the LoRA (diffusers format, with its config as metadata) + the condition embedder."""
+    from diffusers import FluxPipeline
+    from peft.utils import get_peft_model_state_dict
+
     folder = Path(folder)
-    transformer.save_lora_adapter(folder, adapter_name=adapter_name, weight_name=LORA_FILE)
+    # The pipeline-level saver prefixes keys and metadata with `transformer.`, the released layout.
+    FluxPipeline.save_lora_weights(
+        folder,
+        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
+        transformer_lora_adapter_metadata=transformer.peft_config[adapter_name].to_dict(),
+        weight_name=LORA_FILE,
+    )
     state = {f"c_embedder.{name}": p.detach().contiguous().cpu() for name, p in transformer.c_embedder.named_parameters()}
     save_file(state, folder / CONDITION_FILE, metadata={"format": "pt"})
     return folder
