@@ -105,7 +105,9 @@ class ModelCache:
         memory = resolve_memory_mode(memory)
         with self._lock:
             if self._key != (spec, memory):
-                self._pipe = None  # free the old model before loading the next
+                # Forget the old model before loading the next: frees its memory, and a failed load
+                # must not leave the old key pointing at no model.
+                self._key, self._pipe = None, None
                 pipe = load_generator(spec, device="cpu" if memory == "cpu" else "cuda")
                 {"gpu": lambda: pipe.to("cuda"), "model_offload": pipe.enable_model_cpu_offload,
                  "sequential_offload": pipe.enable_sequential_cpu_offload, "cpu": lambda: None}[memory]()
