@@ -1,0 +1,286 @@
+"""The Generate tab: a reference picture and a prompt in, new pictures of the same subject out.
+
+Layout and event wiring only. Every generation goes through `pipeline.service.generate`, the
+function the CLI and the tests call; the history reads the store. API names: `generate`, `history`.
+"""
+
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from pipeline import service
+from pipeline.errors import UserInputError
+from pipeline.images import parse_size
+from pipeline.modes import MODES, get_mode
+from pipeline.service import MEMORY_MODES, GenerateRequest, Settings
+from pipeline.store import Store
+from pipeline.weights import DTYPES, ModelSpec
+
+try:
+    from pipeline.providers import ProviderError
+
+    USER_ERRORS = (UserInputError, ProviderError)
+except ImportError:  # the providers need vendor SDKs that a slim install may lack
+    USER_ERRORS = (UserInputError,)
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = [
+    ("cat.jpg", "identity", MODES["identity"].example),
+    ("coffee.jpg", "relight", MODES["relight"].example),
+    ("astronaut.jpg", "instruct", MODES["instruct"].example),
+]
+HISTORY_HEADERS = ["id", "time", "mode", "prompt", "seed", "size", "total s"]
+HISTORY_LIMIT = 200
+DETAIL_FIELDS = ("id", "created_at", "status", "error", "mode", "prompt", "prompt_used", "model",
+                 "seed", "num_images", "params", "timings", "notices", "reference_path")
+
+
+@contextmanager
+def shown_as_gr_error(action: str):
+    """User errors become their one-line message; anything else is logged and summarised."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as error:
+        log.info("%s refused: %s", action, error)
+        raise gr.Error(" ".join(str(error).split()), print_exception=False) from None
+    except Exception:
+        log.exception("%s failed", action)
+        raise gr.Error(f"{action} failed with an internal error; the studio's log has the details",
+                       print_exception=False) from None
+
+
+# what the form means
+
+
+def model_spec(base: str | None, dsd: str | None, lora: str | None, dtype: str | None) -> ModelSpec:
+    """The Model fields; an empty field is the default (the embedded base, no DSD weights, no LoRA)."""
+    base, dsd, lora = ((field or "").strip() or None for field in (base, dsd, lora))
+    return ModelSpec(base=base, dsd=dsd, lora=lora, dtype=dtype or "auto")
+
+
+def uploaded_path(reference) -> str | None:
+    """The uploaded reference file, as the server stored it.
+
+    The generate event skips gradio's preprocessing: `gr.Image` opens every upload with PIL first,
+    so a broken file or a decompression bomb would fail there with a generic error. The raw value
+    is the upload's file data (already checked to lie in gradio's upload folder); `load_image`
+    then refuses bad pictures with a clear message.
+    """
+    return reference.get("path") if isinstance(reference, dict) else reference
+
+
+def request_from_form(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                      image_guidance, text_guidance, fit, keep_reconstruction, enhance) -> GenerateRequest:
+    reference = uploaded_path(reference)
+    if not reference:
+        raise UserInputError("no reference picture: upload one (or pick an example below)")
+    width, height = parse_size(size)
+    if not randomise and seed is None:
+        raise UserInputError("the seed is empty: type a whole number or tick 'random seed'")
+    return GenerateRequest(
+        image=reference, prompt=prompt or "", mode=mode, width=width, height=height, steps=int(steps),
+        seed=None if randomise else int(seed), num_images=int(num_images), guidance=float(guidance),
+        image_guidance=float(image_guidance), text_guidance=float(text_guidance), fit=fit,
+        keep_reconstruction=bool(keep_reconstruction), enhance=bool(enhance),
+    )
+
+
+def gallery_items(result: service.GenerateResult) -> list[tuple[str, str]]:
+    items = [(str(path), f"seed {seed}") for path, seed in zip(result.paths, result.seeds)]
+    for path, seed in zip(result.paths, result.seeds):
+        recon = path.with_name(f"{path.stem}.reconstruction.png")
+        if recon.is_file():
+            items.append((str(recon), f"reconstruction, seed {seed}"))
+    return items
+
+
+def timings_text(timings: dict[str, float]) -> str:
+    parts = [f"total {timings['total_s']:.1f} s"]
+    parts += [f"{name} {timings[key]:.1f} s" for name, key in
+              (("load", "load_s"), ("encode", "encode_s"), ("denoise", "denoise_s"), ("decode", "decode_s"))
+              if key in timings]
+    if "per_step_s" in timings:
+        parts.append(f"{timings['per_step_s']:.2f} s/step")
+    return " · ".join(parts)
+
+
+def mode_defaults(mode: str):
+    """The hint, the example prompt and the guidance defaults of a mode, as component updates."""
+    preset = get_mode(mode)
+    return (
+        gr.Markdown(preset.hint),
+        gr.Textbox(placeholder=preset.example),
+        gr.Slider(value=preset.image_guidance),
+        gr.Slider(value=preset.text_guidance),
+    )
+
+
+# history
+
+
+def history_rows(store: Store, search: str = "") -> list[list]:
+    rows = store.list_generations(limit=HISTORY_LIMIT, search=(search or "").strip() or None)
+    return [history_row(row) for row in rows]
+
+
+def history_row(row: dict) -> list:
+    params, timings = row.get("params") or {}, row.get("timings") or {}
+    when = datetime.fromisoformat(row["created_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    size = f"{params['width']}x{params['height']}" if "width" in params else ""
+    total = round(timings["total_s"], 1) if "total_s" in timings else None
+    prompt = row["prompt"] if row["status"] == "ok" else f"[{row['status']}] {row['prompt']}"
+    return [row["id"], when, row["mode"], prompt, row["seed"], size, total]
+
+
+def generation_details(store: Store, generation_id) -> tuple[list[tuple[str, str]], dict]:
+    """The output pictures still on disk and the recorded parameters of one generation."""
+    try:
+        row = store.get_generation(int(generation_id))
+    except (KeyError, TypeError, ValueError):
+        raise UserInputError(f"no generation {generation_id!r} in the history: refresh it") from None
+    seeds = (row.get("params") or {}).get("seeds") or []
+    paths = row.get("output_paths") or []
+    pictures = [(path, f"seed {seed}") for path, seed in zip(paths, seeds) if Path(path).is_file()]
+    details = {key: row.get(key) for key in DETAIL_FIELDS if row.get(key) not in (None, [], "")}
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        details["missing_files"] = missing
+    return pictures, details
+
+
+# layout
+
+
+def form(settings: Settings) -> SimpleNamespace:
+    """The inputs, in the order `generate` takes them."""
+    first = MODES["identity"]
+    f = SimpleNamespace()
+    f.reference = gr.Image(label="Reference picture", type="filepath", height=320, elem_id="reference")
+    f.mode = gr.Radio([(m.label, m.name) for m in MODES.values()], value=first.name, label="Mode", elem_id="mode")
+    f.hint = gr.Markdown(first.hint, elem_id="mode-hint")
+    f.prompt = gr.Textbox(label="Prompt", placeholder=first.example, lines=3, elem_id="prompt")
+    with gr.Row():
+        f.size = gr.Textbox("512", label="Size", info="512 or WIDTHxHEIGHT, multiples of 16", elem_id="size")
+        f.steps = gr.Slider(1, 100, value=28, step=1, label="Steps", elem_id="steps")
+        f.num_images = gr.Slider(1, 8, value=1, step=1, label="Pictures", elem_id="num-images")
+    with gr.Row():
+        f.seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
+        f.randomise = gr.Checkbox(True, label="Random seed", elem_id="randomise")
+    with gr.Accordion("Guidance and options", open=False):
+        f.guidance = gr.Slider(0, 10, value=3.5, step=0.1, label="Guidance (distilled)")
+        f.image_guidance = gr.Slider(0, 5, value=first.image_guidance, step=0.1, label="Image guidance")
+        f.text_guidance = gr.Slider(0, 10, value=first.text_guidance, step=0.1, label="Text guidance")
+        f.fit = gr.Radio(["crop", "pad"], value="crop", label="Fit the reference to the panel")
+        f.keep_reconstruction = gr.Checkbox(False, label="Also keep the reconstruction (left panel)")
+        f.enhance = gr.Checkbox(False, label="Enhance the prompt",
+                                info=f"with {settings.enhancer}" if settings.enhancer else "set DSD_ENHANCER to use it")
+    with gr.Accordion("Model", open=False):
+        f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode")
+        f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="embedded tiny default; a FLUX.1-dev folder or hub id")
+        f.dsd = gr.Textbox(settings.model.dsd or "", label="DSD weights", placeholder="none; a folder or hub id")
+        f.lora = gr.Textbox(settings.model.lora or "", label="Extra LoRA", placeholder="none; a .safetensors file")
+        f.dtype = gr.Dropdown(["auto", *DTYPES], value=settings.model.dtype, label="Precision")
+    return f
+
+
+def results() -> SimpleNamespace:
+    r = SimpleNamespace()
+    r.gallery = gr.Gallery(label="Generated", columns=2, height=420, object_fit="contain", elem_id="gallery")
+    r.seeds = gr.Textbox(label="Seeds used", interactive=False, elem_id="seeds")
+    r.notices = gr.Textbox(label="Notices", interactive=False, elem_id="notices")
+    r.timings = gr.Textbox(label="Timings", interactive=False, elem_id="timings")
+    return r
+
+
+def history_panel() -> SimpleNamespace:
+    h = SimpleNamespace()
+    gr.Markdown("### History")
+    with gr.Row():
+        h.search = gr.Textbox(placeholder="search prompts", show_label=False, scale=4, elem_id="history-search")
+        h.refresh = gr.Button("Refresh", scale=1, elem_id="history-refresh")
+    h.table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, wrap=True, max_height=360,
+                           elem_id="history")
+    with gr.Row():
+        h.pictures = gr.Gallery(label="Selected generation", columns=2, height=300, object_fit="contain",
+                                elem_id="history-pictures")
+        h.details = gr.JSON(label="Parameters", elem_id="history-details")
+    return h
+
+
+# wiring
+
+
+def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
+    """Lay out the tab inside the current Blocks and wire its events."""
+    store = Store(settings.home)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            f = form(settings)
+            button = gr.Button("Generate", variant="primary", elem_id="generate")
+        with gr.Column(scale=1):
+            r = results()
+    gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in EXAMPLES],
+                inputs=[f.reference, f.mode, f.prompt], cache_examples=False)
+    h = history_panel()
+
+    generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate
+    inputs = [f.reference, f.prompt, f.mode, f.size, f.steps, f.num_images, f.seed, f.randomise, f.guidance,
+              f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance,
+              f.memory, f.base, f.dsd, f.lora, f.dtype]
+    f.mode.change(mode_defaults, f.mode, [f.hint, f.prompt, f.image_guidance, f.text_guidance],
+                  queue=False, api_visibility="private")
+    history = history_handler(store)
+    # The public `history` endpoint is registered first so that it gets that name.
+    h.refresh.click(history, h.search, h.table, api_name="history")
+    button.click(generate_handler(settings, generate_fn), inputs, [r.gallery, r.seeds, r.notices, r.timings],
+                 api_name="generate", preprocess=False).then(history, h.search, h.table, api_visibility="private")
+    # No triggers: on page load and whenever the search text changes.
+    gr.on(None, history, h.search, h.table, api_visibility="private", trigger_mode="always_last")
+    h.table.select(select_handler(store), None, [h.pictures, h.details], api_visibility="private")
+
+
+def generate_handler(settings: Settings, generate_fn: Callable):
+    def generate(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                 image_guidance, text_guidance, fit, keep_reconstruction, enhance,
+                 memory, base, dsd, lora, dtype, progress=gr.Progress()):
+        """Generate pictures of the reference's subject; returns pictures, seeds, notices, timings."""
+        with shown_as_gr_error("generation"):
+            request = request_from_form(reference, prompt, mode, size, steps, num_images, seed, randomise,
+                                        guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+            run_settings = replace(settings, memory=memory, model=model_spec(base, dsd, lora, dtype))
+            progress(0, desc="loading the model")
+            result = generate_fn(request, run_settings,
+                                 progress=lambda step, total: progress((step, total), desc="denoising"))
+        for notice in result.notices:
+            gr.Warning(notice)
+        seeds = ", ".join(str(seed) for seed in result.seeds)
+        return gallery_items(result), seeds, "\n".join(result.notices), timings_text(result.timings)
+
+    return generate
+
+
+def history_handler(store: Store):
+    def history(search: str = ""):
+        """Recent generations, newest first; `search` keeps prompts that contain it."""
+        with shown_as_gr_error("reading the history"):
+            return history_rows(store, search)
+
+    return history
+
+
+def select_handler(store: Store):
+    def select(event: gr.SelectData):
+        with shown_as_gr_error("reading the history"):
+            return generation_details(store, (event.row_value or [None])[0])
+
+    return select

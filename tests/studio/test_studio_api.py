@@ -1,0 +1,158 @@
+"""The studio through its HTTP API (gradio_client), as a script or another app would drive it."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from pipeline.images import read_png_metadata
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+CAT = ASSETS / "examples" / "cat.jpg"
+SMALL = dict(size="64x64", steps=1, num_images=1)
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    return Client(studio.url, verbose=False)
+
+
+def generate(client, reference=CAT, **fields):
+    fields = {"prompt": "a photo of the cat on a sofa", **SMALL, **fields}
+    upload = handle_file(str(reference)) if reference is not None else None
+    return client.predict(reference=upload, **fields, api_name="/generate")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png() -> bytes:
+    """A valid PNG header declaring 100000x100000 RGB pixels (10 gigapixels), with almost no data."""
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+
+
+def test_generate_saves_pictures_with_metadata_and_a_history_row(client, studio):
+    gallery, seeds, notices, timings = generate(
+        client, prompt="a photo of the cat on a sofa", size="128x128", steps=4, num_images=2, randomise=False, seed=41
+    )
+
+    assert seeds == "41, 42"
+    assert [item["caption"] for item in gallery] == ["seed 41", "seed 42"]
+    for item in gallery:
+        with Image.open(item["image"]) as picture:
+            assert picture.size == (128, 128)
+    metadata = read_png_metadata(gallery[1]["image"])
+    assert metadata["prompt"] == "a photo of the cat on a sofa"
+    assert metadata["seed"] == 42 and (metadata["width"], metadata["height"], metadata["steps"]) == (128, 128, 4)
+    assert timings.startswith("total ") and notices == ""
+    saved = sorted((studio.home / "outputs").rglob("*.png"))
+    assert saved and all(path.stat().st_size > 0 for path in saved)
+
+    table = client.predict(search="sofa", api_name="/history")
+    assert table["headers"] == ["id", "time", "mode", "prompt", "seed", "size", "total s"]
+    row = table["data"][0]
+    assert row[2:6] == ["identity", "a photo of the cat on a sofa", 41, "128x128"]
+    assert client.predict(search="no such prompt", api_name="/history")["data"] == []
+
+
+def test_a_too_long_prompt_still_generates_and_says_what_was_cut(client):
+    prompt = "a photo of the cat " + "sitting on a very old red velvet armchair, " * 80
+    gallery, _, notices, _ = generate(client, prompt=prompt)
+
+    assert len(gallery) == 1
+    assert "the text encoder reads the first 512, the rest was cut" in notices
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def one_pixel_png(tmp_path: Path) -> Path:
+    path = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), "red").save(path)
+    return path
+
+
+def partial_base(tmp_path: Path) -> str:
+    (tmp_path / "flux" / "vae").mkdir(parents=True)
+    return str(tmp_path / "flux")
+
+
+def offline_hub(tmp_path: Path, monkeypatch) -> str:
+    # huggingface_hub reads these at import, and the studio runs in this process: set both.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    return "nobody/nothing"
+
+
+def case(name, make_fields, expected, **marks):
+    return pytest.param(make_fields, expected, id=name, **marks)
+
+
+BAD_INPUTS = [
+    case("not an image", lambda tmp, mp: {"reference": write(tmp, "notes.png", b"shopping list: milk, eggs\n" * 20)},
+         "not a picture PIL can read"),
+    case("truncated JPEG", lambda tmp, mp: {"reference": write(tmp, "cut.jpg", CAT.read_bytes()[: CAT.stat().st_size // 3])},
+         "truncated or corrupt"),
+    case("1x1 PNG", lambda tmp, mp: {"reference": one_pixel_png(tmp)}, "at least 16 px"),
+    case("decompression bomb", lambda tmp, mp: {"reference": write(tmp, "bomb.png", bomb_png())},
+         "declares 100000x100000 pixels"),
+    case("no reference", lambda tmp, mp: {"reference": None}, "no reference picture"),
+    case("size not a multiple of 16", lambda tmp, mp: {"size": "500x512"}, "multiples of 16 (try 496x512 or 512x512)"),
+    case("size not a size", lambda tmp, mp: {"size": "big"}, "write it as WIDTHxHEIGHT"),
+    case("empty prompt", lambda tmp, mp: {"prompt": "   "}, "the prompt is empty"),
+    case("partial weights folder", lambda tmp, mp: {"base": partial_base(tmp)}, "lacks scheduler, text_encoder"),
+    case("hub id without network", lambda tmp, mp: {"base": offline_hub(tmp, mp)},
+         "cannot fetch base model 'nobody/nothing'"),
+    case("gpu memory mode without a GPU", lambda tmp, mp: {"memory": "gpu"}, "needs a CUDA GPU",
+         marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
+]
+
+
+@pytest.mark.parametrize(("make_fields", "expected"), BAD_INPUTS)
+def test_bad_input_gets_one_clear_line_and_the_studio_keeps_serving(client, tmp_path, monkeypatch, make_fields, expected):
+    with pytest.raises(Exception) as refused:
+        generate(client, **make_fields(tmp_path, monkeypatch))
+
+    message = str(refused.value)
+    assert expected in message
+    assert "\n" not in message and "Traceback" not in message
+    monkeypatch.undo()
+    gallery, *_ = generate(client)
+    assert len(gallery) == 1
+
+
+def test_an_unexpected_failure_is_a_short_error_not_a_traceback(start_studio, tmp_path, caplog):
+    """The generation call goes through `gpu_wrapper` (ZeroGPU's `spaces.GPU` on a Space)."""
+    calls = []
+
+    def failing_gpu(generate_fn):
+        def run(request, settings, **kwargs):
+            calls.append(request.prompt)
+            if request.prompt == "explode":
+                raise RuntimeError("CUDA driver internals at /opt/secret/path")
+            return generate_fn(request, settings, **kwargs)
+
+        return run
+
+    with start_studio(tmp_path, gpu_wrapper=failing_gpu) as studio:
+        client = Client(studio.url, verbose=False)
+        with pytest.raises(Exception) as failed:
+            generate(client, prompt="explode")
+        gallery, *_ = generate(client, prompt="a cat")
+
+    assert "generation failed with an internal error" in str(failed.value)
+    assert "/opt/secret/path" not in str(failed.value) and "Traceback" not in str(failed.value)
+    assert "/opt/secret/path" in caplog.text  # the log keeps the details
+    assert calls == ["explode", "a cat"] and len(gallery) == 1
