@@ -5,12 +5,13 @@ their parameters, and records the generation in the store.
 """
 
 import hashlib
+import logging
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import PIL.Image
@@ -22,6 +23,7 @@ from pipeline.modes import get_mode
 from pipeline.store import Store
 from pipeline.weights import ModelSpec, load_generator
 
+log = logging.getLogger(__name__)
 MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "cpu")
 MAX_IMAGES = 16
 LICENCE_NOTE = (
@@ -109,6 +111,7 @@ class ModelCache:
                 # must not leave the old key pointing at no model.
                 self._key, self._pipe = None, None
                 pipe = load_generator(spec, device="cpu" if memory == "cpu" else "cuda")
+                log.info("loaded %s: %s", spec.describe(), pipe.load_report.summary())
                 {"gpu": lambda: pipe.to("cuda"), "model_offload": pipe.enable_model_cpu_offload,
                  "sequential_offload": pipe.enable_sequential_cpu_offload, "cpu": lambda: None}[memory]()
                 self._key, self._pipe = (spec, memory), pipe
@@ -170,6 +173,10 @@ def output_paths(store: Store, out: Path | None, count: int) -> list[Path]:
     return [out if k == 0 else out.with_name(f"{out.stem}-{k}{out.suffix or '.png'}") for k in range(count)]
 
 
+def reconstruction_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.reconstruction.png")
+
+
 def generate(
     request: GenerateRequest,
     settings: Settings,
@@ -224,12 +231,7 @@ def generate(
         path.write_bytes(png_with_metadata(image, metadata))
     reconstructions = output.reconstructions or []
     for recon, path in zip(reconstructions, paths):
-        recon.save(path.with_name(f"{path.stem}.reconstruction.png"))
+        recon.save(reconstruction_path(path))
     timings = {"load_s": load_s, **output.timings, "total_s": time.perf_counter() - started}
     record_id = store.record_generation(**record, output_paths=[str(p) for p in paths], timings=timings, status="ok")
     return GenerateResult(record_id, output.images, paths, seeds, prompt_used, reconstructions, timings, notices)
-
-
-def request_fields(request: GenerateRequest) -> dict:
-    """The request as plain values (for logs and the UI), without the picture itself."""
-    return {key: value for key, value in asdict(request).items() if key != "image"}

@@ -18,16 +18,12 @@ from pipeline import service
 from pipeline.errors import UserInputError
 from pipeline.images import parse_size
 from pipeline.modes import MODES, get_mode
+from pipeline.providers import ProviderError
 from pipeline.service import MEMORY_MODES, GenerateRequest, Settings
 from pipeline.store import Store
 from pipeline.weights import DTYPES, ModelSpec
 
-try:
-    from pipeline.providers import ProviderError
-
-    USER_ERRORS = (UserInputError, ProviderError)
-except ImportError:  # the providers need vendor SDKs that a slim install may lack
-    USER_ERRORS = (UserInputError,)
+USER_ERRORS = (UserInputError, ProviderError)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +94,7 @@ def request_from_form(reference, prompt, mode, size, steps, num_images, seed, ra
 def gallery_items(result: service.GenerateResult) -> list[tuple[str, str]]:
     items = [(str(path), f"seed {seed}") for path, seed in zip(result.paths, result.seeds)]
     for path, seed in zip(result.paths, result.seeds):
-        recon = path.with_name(f"{path.stem}.reconstruction.png")
+        recon = service.reconstruction_path(path)
         if recon.is_file():
             items.append((str(recon), f"reconstruction, seed {seed}"))
     return items
