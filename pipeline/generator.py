@@ -59,6 +59,7 @@ class DSDPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray
     reconstructions: list[PIL.Image.Image] | np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    steps_done: int = 0  # fewer than asked when `interrupt()` stopped the run
 
 
 class DSDPipeline(FluxPipeline):
@@ -128,7 +129,7 @@ class DSDPipeline(FluxPipeline):
             guidance = torch.full((batch,), guidance_scale, device=device, dtype=torch.float32)
 
         # 5. Denoise the canvas.
-        started = time.perf_counter()
+        started, steps_done = time.perf_counter(), 0
         for step, t in enumerate(timesteps):
             if self.interrupt:
                 break
@@ -137,17 +138,22 @@ class DSDPipeline(FluxPipeline):
             )
             velocity = combine_guidance(preds, image_guidance_scale, text_guidance_scale)
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            steps_done = step + 1
             if callback_on_step_end is not None:
                 callback_on_step_end(step + 1, len(timesteps))
         timings["denoise_s"] = _elapsed(started, device)
-        timings["per_step_s"] = timings["denoise_s"] / max(1, len(timesteps))
+        timings["per_step_s"] = timings["denoise_s"] / max(1, steps_done)
 
         # 6. Decode the canvas; the right half is the output, the left the reconstruction.
         started = time.perf_counter()
         images, reconstructions = self.split_canvas(latents, height, width, output_type, return_reconstruction)
         timings["decode_s"] = _elapsed(started, device)
         self.maybe_free_model_hooks()
-        return DSDPipelineOutput(images=images, reconstructions=reconstructions, timings=timings)
+        return DSDPipelineOutput(images, reconstructions, timings, steps_done)
+
+    def interrupt_run(self) -> None:
+        """Stop the running `__call__` after its current step; it returns what it has."""
+        self._interrupt = True
 
     def check_dsd_inputs(self, image, prompt, height, width, steps, generator, per_reference) -> tuple[list, list[str]]:
         check_panel_size(width, height)

@@ -117,6 +117,13 @@ class ModelCache:
                 self._key, self._pipe = (spec, memory), pipe
             return self._pipe
 
+    def stop(self) -> bool:
+        """Ask the running generation to stop after its current step. False when no model is loaded."""
+        pipe = self._pipe
+        if pipe is not None:
+            pipe.interrupt_run()
+        return pipe is not None
+
 
 MODELS = ModelCache()
 
@@ -225,6 +232,8 @@ def generate(
         store.record_generation(**record, status="error", error="out of GPU memory")
         raise UserInputError("out of GPU memory: pick model_offload or sequential_offload, or a smaller size") from None
 
+    if output.steps_done < request.steps:
+        notices.append(f"stopped by the user after {output.steps_done} of {request.steps} steps: the pictures are unfinished")
     paths = output_paths(store, out, request.num_images)
     for image, path, image_seed in zip(output.images, paths, seeds):
         metadata = {"prompt": request.prompt, "prompt_used": prompt_used, "seed": image_seed, "model": spec.describe(), **params}

@@ -222,7 +222,9 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             f = form(settings)
-            button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Row():
+                button = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
         with gr.Column(scale=1):
             r = results()
     gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in EXAMPLES],
@@ -240,6 +242,8 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
     h.refresh.click(history, h.search, h.table, api_name="history")
     button.click(generate_handler(settings, generate_fn), inputs, [r.gallery, r.seeds, r.notices, r.timings],
                  api_name="generate", preprocess=False).then(history, h.search, h.table, api_visibility="private")
+    # Outside the queue, so it runs while a generation holds it; the generation keeps what it made.
+    stop.click(stop_generation, None, None, queue=False, api_name="stop")
     # No triggers: on page load and whenever the search text changes.
     gr.on(None, history, h.search, h.table, api_visibility="private", trigger_mode="always_last")
     h.table.select(select_handler(store), None, [h.pictures, h.details], api_visibility="private")
@@ -263,6 +267,11 @@ def generate_handler(settings: Settings, generate_fn: Callable):
         return gallery_items(result), seeds, "\n".join(result.notices), timings_text(result.timings)
 
     return generate
+
+
+def stop_generation() -> None:
+    """Stop the running generation after its current denoising step."""
+    service.MODELS.stop()
 
 
 def history_handler(store: Store):

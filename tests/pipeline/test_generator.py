@@ -81,6 +81,16 @@ def test_progress_is_reported_every_step(tiny_pipe, references):
     assert steps == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_interrupt_stops_after_the_current_step_and_returns_pictures(tiny_pipe, references):
+    def stop_at_two(step, total):
+        if step == 2:
+            tiny_pipe.interrupt_run()
+
+    output = run(tiny_pipe, references["cat"], num_inference_steps=6, callback_on_step_end=stop_at_two)
+    assert output.steps_done == 2 and len(output.images) == 1
+    assert run(tiny_pipe, references["cat"], num_inference_steps=3).steps_done == 3, "the next run is not stopped"
+
+
 # --- Guidance -------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The studio through its HTTP API (gradio_client), as a script or another app would drive it."""
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -156,3 +157,20 @@ def test_an_unexpected_failure_is_a_short_error_not_a_traceback(start_studio, tm
     assert "/opt/secret/path" not in str(failed.value) and "Traceback" not in str(failed.value)
     assert "/opt/secret/path" in caplog.text  # the log keeps the details
     assert calls == ["explode", "a cat"] and len(gallery) == 1
+
+
+def test_stop_ends_a_long_generation_early_and_keeps_its_pictures(client):
+    from gradio_client.utils import Status
+
+    generate(client)  # the model is loaded before the long run starts
+    job = client.submit(reference=handle_file(str(CAT)), prompt="the cat in a long run", size="256x256",
+                        steps=100, num_images=1, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while job.status().code != Status.PROGRESS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    gallery, _, notices, _ = job.result(timeout=120)
+
+    assert len(gallery) == 1 and Path(gallery[0]["image"]).is_file()
+    assert "stopped by the user after" in notices and "of 100 steps" in notices
+    assert int(notices.split("after ")[1].split(" of")[0]) < 100
