@@ -1,5 +1,3 @@
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +5,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, features
 
 from pipeline.errors import UserInputError
+from tests.pictures import png_declaring
 from pipeline.images import (
     check_panel_size,
     fit_to_panel,
@@ -28,15 +27,6 @@ def photo():
 
 def mean_diff(a, b):
     return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean())
-
-
-def png_declaring(width, height):
-    """A tiny PNG whose valid IHDR claims width x height pixels."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
 
 
 def test_examples_are_small_real_photos():

@@ -1,10 +1,8 @@
 """`dsd generate`: what scripts rely on. Real subprocesses for the contract, in-process for the many bad inputs."""
 
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from PIL import Image
 
 from pipeline.images import read_png_metadata
 from studio.cli import main
+from tests.pictures import bad_pictures, offline_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = ROOT / "assets" / "examples" / "cat.jpg"
@@ -22,16 +21,6 @@ def dsd(*args, home: Path, env=None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "studio.cli", *args, "--home", str(home)],
         capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **(env or {})},
     )
-
-
-def bomb_png(path: Path) -> Path:
-    """A tiny file whose header declares 100000 x 100000 pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-    return path
 
 
 def test_generate_writes_numbered_pngs_with_parameters(tmp_path):
@@ -69,19 +58,16 @@ def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path):
 
 def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (extra arguments, a phrase the one-line message must contain)."""
-    jpeg = CAT.read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
-    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
-    (tmp_path / "notes.png").write_text("hello")
+    bad = bad_pictures(tmp_path)
     (tmp_path / "partial" / "vae").mkdir(parents=True)
     (tmp_path / "weird").mkdir()
     image = ["--image", str(CAT)]
     return {
-        "not an image": (["--image", str(tmp_path / "notes.png")], "not a picture"),
+        "not an image": (["--image", str(bad["not an image"])], "not a picture"),
         "missing file": (["--image", str(tmp_path / "nope.jpg")], "check the path"),
-        "truncated": (["--image", str(tmp_path / "cut.jpg")], "truncated or corrupt"),
-        "1x1": (["--image", str(tmp_path / "dot.png")], "1x1"),
-        "bomb": (["--image", str(bomb_png(tmp_path / "bomb.png"))], "100000x100000"),
+        "truncated": (["--image", str(bad["truncated"])], "truncated or corrupt"),
+        "1x1": (["--image", str(bad["1x1"])], "1x1"),
+        "bomb": (["--image", str(bad["bomb"])], "100000x100000"),
         "size": (image + ["--size", "500x512"], "multiples of 16"),
         "empty prompt": (image + ["--prompt", "  "], "prompt is empty"),
         "partial base": (image + ["--base", str(tmp_path / "partial")], "lacks"),
@@ -103,9 +89,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_exit_2_with_one_clear_line(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    offline_hub(monkeypatch, tmp_path)
     extra, phrase = bad_inputs(tmp_path)[case]
     args = {"--prompt": "the cat", "--out": str(tmp_path / "o.png"), "--size": "64", "--steps": "1"}
     for flag, value in zip(extra[::2], extra[1::2]):

@@ -1,17 +1,15 @@
 """The studio through its HTTP API (gradio_client), as a script or another app would drive it."""
 
-import struct
 import time
-import zlib
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from pipeline.images import read_png_metadata
+from tests.pictures import bad_pictures, offline_hub
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CAT = ASSETS / "examples" / "cat.jpg"
@@ -27,16 +25,6 @@ def generate(client, reference=CAT, **fields):
     fields = {"prompt": "a photo of the cat on a sofa", **SMALL, **fields}
     upload = handle_file(str(reference)) if reference is not None else None
     return client.predict(reference=upload, **fields, api_name="/generate")
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png() -> bytes:
-    """A valid PNG header declaring 100000x100000 RGB pixels (10 gigapixels), with almost no data."""
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
 
 
 def test_generate_saves_pictures_with_metadata_and_a_history_row(client, studio):
@@ -71,30 +59,9 @@ def test_a_too_long_prompt_still_generates_and_says_what_was_cut(client):
     assert "the text encoder reads the first 512, the rest was cut" in notices
 
 
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
-def one_pixel_png(tmp_path: Path) -> Path:
-    path = tmp_path / "dot.png"
-    Image.new("RGB", (1, 1), "red").save(path)
-    return path
-
-
 def partial_base(tmp_path: Path) -> str:
     (tmp_path / "flux" / "vae").mkdir(parents=True)
     return str(tmp_path / "flux")
-
-
-def offline_hub(tmp_path: Path, monkeypatch) -> str:
-    # huggingface_hub reads these at import, and the studio runs in this process: set both.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    return "nobody/nothing"
 
 
 def case(name, make_fields, expected, **marks):
@@ -102,19 +69,16 @@ def case(name, make_fields, expected, **marks):
 
 
 BAD_INPUTS = [
-    case("not an image", lambda tmp, mp: {"reference": write(tmp, "notes.png", b"shopping list: milk, eggs\n" * 20)},
-         "not a picture PIL can read"),
-    case("truncated JPEG", lambda tmp, mp: {"reference": write(tmp, "cut.jpg", CAT.read_bytes()[: CAT.stat().st_size // 3])},
-         "truncated or corrupt"),
-    case("1x1 PNG", lambda tmp, mp: {"reference": one_pixel_png(tmp)}, "at least 16 px"),
-    case("decompression bomb", lambda tmp, mp: {"reference": write(tmp, "bomb.png", bomb_png())},
-         "declares 100000x100000 pixels"),
+    case("not an image", lambda tmp, mp: {"reference": bad_pictures(tmp)["not an image"]}, "not a picture PIL can read"),
+    case("truncated JPEG", lambda tmp, mp: {"reference": bad_pictures(tmp)["truncated"]}, "truncated or corrupt"),
+    case("1x1 PNG", lambda tmp, mp: {"reference": bad_pictures(tmp)["1x1"]}, "at least 16 px"),
+    case("decompression bomb", lambda tmp, mp: {"reference": bad_pictures(tmp)["bomb"]}, "declares 100000x100000 pixels"),
     case("no reference", lambda tmp, mp: {"reference": None}, "no reference picture"),
     case("size not a multiple of 16", lambda tmp, mp: {"size": "500x512"}, "multiples of 16 (try 496x512 or 512x512)"),
     case("size not a size", lambda tmp, mp: {"size": "big"}, "write it as WIDTHxHEIGHT"),
     case("empty prompt", lambda tmp, mp: {"prompt": "   "}, "the prompt is empty"),
     case("partial weights folder", lambda tmp, mp: {"base": partial_base(tmp)}, "lacks scheduler, text_encoder"),
-    case("hub id without network", lambda tmp, mp: {"base": offline_hub(tmp, mp)},
+    case("hub id without network", lambda tmp, mp: offline_hub(mp, tmp) or {"base": "nobody/nothing"},
          "cannot fetch base model 'nobody/nothing'"),
     case("gpu memory mode without a GPU", lambda tmp, mp: {"memory": "gpu"}, "needs a CUDA GPU",
          marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
