@@ -36,6 +36,7 @@ class TableSpec:
     json_columns: frozenset[str] = frozenset()
     not_null: frozenset[str] = frozenset()
     indexes: tuple[tuple[str, ...], ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()  # what makes a row "already done": reruns skip it
     foreign_keys: tuple[tuple[str, str, str], ...] = ()  # (column, other table, other column)
     pk: str = "id"
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +64,65 @@ SCHEMA: dict[str, TableSpec] = {
         json_columns=frozenset({"params", "output_paths", "timings", "notices"}),
         not_null=frozenset({"created_at", "status"}),
         indexes=(("created_at",),),
+    ),
+    # The data wheel: captions -> grid prompts -> grids -> panels -> pairs -> verdicts -> reviews.
+    # Each stage's unique key is what a rerun checks to skip finished work.
+    "captions": TableSpec(
+        columns={"id": int, "text": str, "source": str, "keep": int, "filter_reason": str, "created_at": str},
+        not_null=frozenset({"text"}),
+        unique=(("text",),),
+    ),
+    "grid_prompts": TableSpec(
+        columns={"id": int, "caption_id": int, "layout": str, "subject": str, "panels": str, "text": str,
+                 "writer": str, "prompt_version": str, "duplicate_of": int, "created_at": str},
+        json_columns=frozenset({"panels"}),
+        foreign_keys=(("caption_id", "captions", "id"),),
+        unique=(("caption_id",),),
+    ),
+    "grids": TableSpec(
+        columns={"id": int, "prompt_id": int, "seed": int, "path": str, "teacher": str, "width": int,
+                 "height": int, "seconds": float, "created_at": str},
+        foreign_keys=(("prompt_id", "grid_prompts", "id"),),
+        unique=(("prompt_id", "seed"),),
+    ),
+    "panels": TableSpec(
+        columns={"id": int, "grid_id": int, "idx": int, "row": int, "col": int, "box": str, "path": str,
+                 "method": str, "problem": str},
+        json_columns=frozenset({"box"}),
+        foreign_keys=(("grid_id", "grids", "id"),),
+        unique=(("grid_id", "idx"),),
+    ),
+    "pairs": TableSpec(
+        columns={"id": int, "grid_id": int, "panel_a": int, "panel_b": int},
+        foreign_keys=(("grid_id", "grids", "id"), ("panel_a", "panels", "id"), ("panel_b", "panels", "id")),
+        unique=(("panel_a", "panel_b"),),
+    ),
+    "verdicts": TableSpec(
+        columns={"pair_id": int, "status": str, "same": int, "confidence": float, "subject": str,
+                 "description_a": str, "description_b": str, "reasoning": str, "caption_target": str,
+                 "caption_instruction": str, "judge": str, "prompt_version": str, "input_tokens": int,
+                 "output_tokens": int, "cached": int, "error": str, "created_at": str},
+        foreign_keys=(("pair_id", "pairs", "id"),),
+        pk="pair_id",  # one verdict per pair: a failed one is replaced when a rerun succeeds
+    ),
+    "reviews": TableSpec(
+        columns={"pair_id": int, "decision": str, "note": str, "updated_at": str},
+        foreign_keys=(("pair_id", "pairs", "id"),),
+        pk="pair_id",
+    ),
+    # Long work (wheel stages, training) runs as a job: a row here and a process of its own.
+    "jobs": TableSpec(
+        columns={"id": int, "kind": str, "status": str, "args": str, "pid": int, "log_path": str,
+                 "done": int, "total": int, "stop_requested": int, "error": str, "created_at": str,
+                 "started_at": str, "ended_at": str},
+        json_columns=frozenset({"args"}),
+        indexes=(("status",),),
+    ),
+    # Replies of paid APIs by request fingerprint, so that a rerun repeats no call.
+    "api_cache": TableSpec(
+        columns={"key": str, "value": str, "created_at": str},
+        json_columns=frozenset({"value"}),
+        pk="key",
     ),
 }
 
@@ -151,6 +211,110 @@ class Store:
         """Delete the row (not the image files); KeyError if there is none."""
         self._delete("generations", generation_id)
 
+    # the data wheel: every stage writes its rows with `add` (a finished row is skipped) and finds
+    # its work with `pending`
+
+    def add(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Insert rows whose unique key is new; rows already there are left alone. Returns how many were new."""
+        spec = SCHEMA[table]
+        encoded = [_encode(table, {"created_at": utc_now(), **row} if "created_at" in spec.columns else row) for row in rows]
+        with self._connect() as db:
+            before = db[table].count
+            db[table].insert_all(encoded, ignore=True)
+            return db[table].count - before
+
+    def rows(self, table: str, where: str | None = None, args: list | None = None, *, order_by: str = "id",
+             limit: int | None = None, offset: int | None = None) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            found = db[table].rows_where(where, args or [], order_by=order_by, limit=limit, offset=offset)
+            return [_decode(table, row) for row in found]
+
+    def count(self, table: str, where: str | None = None, args: list | None = None) -> int:
+        with self._connect() as db:
+            return db[table].count_where(where, args or [])
+
+    def update(self, table: str, pk: Any, fields: dict[str, Any]) -> None:
+        with self._connect() as db:
+            db[table].update(pk, _encode(table, fields))
+
+    def pending(self, stage: str, limit: int | None = None, args: list | None = None) -> list[dict[str, Any]]:
+        """Rows of the previous stage that `stage` has not handled yet, oldest first."""
+        source, where = PENDING[stage]
+        return self.rows(source, where, args, limit=limit)
+
+    def put(self, table: str, row: dict[str, Any]) -> None:
+        """Insert or replace the row with this primary key (verdicts, reviews, cache entries)."""
+        with self._connect() as db:
+            db[table].upsert(_encode(table, row), pk=SCHEMA[table].pk)
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        return self._insert(table, {"created_at": utc_now(), **row} if "created_at" in SCHEMA[table].columns else row)
+
+    def get(self, table: str, pk: Any) -> dict[str, Any]:
+        return self._get(table, pk)
+
+    def add_grid_split(self, grid_id: int, panels: list[dict[str, Any]], pairs: list[tuple[int, int]]) -> int:
+        """A grid's panels and its pairs (by panel index) in one transaction: all or nothing. Returns new pairs."""
+        with self._connect() as db, db.conn:
+            db["panels"].insert_all([_encode("panels", {**panel, "grid_id": grid_id}) for panel in panels], ignore=True)
+            ids = {row["idx"]: row["id"] for row in db["panels"].rows_where("grid_id = ?", [grid_id])}
+            before = db["pairs"].count
+            db["pairs"].insert_all(
+                [{"grid_id": grid_id, "panel_a": ids[a], "panel_b": ids[b]} for a, b in pairs], ignore=True
+            )
+            return db["pairs"].count - before
+
+    def pair_pictures(self, where: str | None = None, args: list | None = None, limit: int | None = None,
+                      offset: int | None = None) -> list[dict[str, Any]]:
+        """Pairs with their panel files, grid, verdict and review, newest grids first (the review view)."""
+        query = PAIR_VIEW + (f" where {where}" if where else "") + " order by pairs.id"
+        query += f" limit {int(limit)}" if limit is not None else ""
+        query += f" offset {int(offset)}" if offset is not None else ""
+        with self._connect() as db:
+            return [dict(row) for row in db.query(query, args or [])]
+
+    def accepted_pairs(self, reviewed_only: bool = False) -> list[dict[str, Any]]:
+        """Pairs the judge called the same subject and no person rejected (only accepted ones if asked)."""
+        where = "verdicts.status = 'ok' and verdicts.same = 1 and coalesce(reviews.decision, '') != 'reject'"
+        if reviewed_only:
+            where += " and reviews.decision = 'accept'"
+        return self.pair_pictures(where)
+
+    def wheel_counts(self) -> dict[str, Any]:
+        """Rows per stage and the rates `dsd wheel stats` reports."""
+        with self._connect() as db:
+            one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+            counts = {table: db[table].count for table in ("captions", "grid_prompts", "grids", "panels", "pairs", "reviews")}
+            counts["duplicate_prompts"] = one("select count(*) from grid_prompts where duplicate_of is not null")
+            counts["usable_panels"] = one("select count(*) from panels where problem is null")
+            counts["verdicts"] = one("select count(*) from verdicts where status = 'ok'")
+            counts["failed_verdicts"] = one("select count(*) from verdicts where status != 'ok'")
+            counts["same"] = one("select count(*) from verdicts where status = 'ok' and same = 1")
+            counts["grids_with_accepted_pair"] = one(
+                "select count(distinct pairs.grid_id) from pairs join verdicts on verdicts.pair_id = pairs.id "
+                "left join reviews on reviews.pair_id = pairs.id where verdicts.status = 'ok' and verdicts.same = 1 "
+                "and coalesce(reviews.decision, '') != 'reject'"
+            )
+            counts["reviewed_with_verdict"] = one(
+                "select count(*) from reviews join verdicts using (pair_id) "
+                "where verdicts.status = 'ok' and reviews.decision in ('accept', 'reject')"
+            )
+            counts["review_agrees"] = one(
+                "select count(*) from reviews join verdicts using (pair_id) where verdicts.status = 'ok' and "
+                "((reviews.decision = 'accept' and verdicts.same = 1) or (reviews.decision = 'reject' and verdicts.same = 0))"
+            )
+            return counts
+
+    def cache_get(self, key: str) -> Any:
+        with self._connect() as db:
+            try:
+                return _decode("api_cache", db["api_cache"].get(key))["value"]
+            except NotFoundError:
+                return None
+
+    def cache_put(self, key: str, value: Any) -> None:
+        self.put("api_cache", {"key": key, "value": value, "created_at": utc_now()})
+
     # generic row access, shared by every table
 
     def _insert(self, table: str, fields: dict[str, Any]) -> int:
@@ -158,12 +322,8 @@ class Store:
         unknown = set(fields) - (set(spec.columns) - {spec.pk})
         if unknown:
             raise ValueError(f"{table} has no writable column(s): {', '.join(sorted(unknown))}")
-        row = {
-            name: json.dumps(value, ensure_ascii=False) if name in spec.json_columns and value is not None else value
-            for name, value in fields.items()
-        }
         with self._connect() as db:
-            return db[table].insert(row).last_pk
+            return db[table].insert(_encode(table, fields)).last_pk
 
     def _get(self, table: str, pk: int) -> dict[str, Any]:
         with self._connect() as db:
@@ -199,6 +359,41 @@ def _ensure_tables(db: Database) -> None:
             )
         for columns in spec.indexes:
             table.create_index(columns, if_not_exists=True)
+        for columns in spec.unique:
+            table.create_index(columns, unique=True, if_not_exists=True)
+
+
+# stage -> (the table it reads, the rows of it still to do)
+PENDING = {
+    "prompts": ("captions", "coalesce(keep, 1) = 1 and id not in (select caption_id from grid_prompts)"),
+    "grids": ("grid_prompts", "duplicate_of is null and (select count(*) from grids where prompt_id = grid_prompts.id) < ?"),
+    "pairs": ("grids", "id not in (select grid_id from panels)"),
+    "curate": ("pairs", "id not in (select pair_id from verdicts where status = 'ok')"),
+}
+
+
+PAIR_VIEW = """
+select pairs.id as pair_id, pairs.grid_id, a.path as reference_path, b.path as target_path,
+       grids.path as grid_path, grid_prompts.text as grid_prompt, grid_prompts.subject as prompt_subject,
+       verdicts.status as verdict_status, verdicts.same, verdicts.confidence, verdicts.subject,
+       verdicts.description_a, verdicts.description_b, verdicts.reasoning, verdicts.caption_target,
+       verdicts.caption_instruction, verdicts.judge, verdicts.prompt_version, verdicts.error as verdict_error,
+       reviews.decision, reviews.note
+from pairs
+join panels a on a.id = pairs.panel_a
+join panels b on b.id = pairs.panel_b
+join grids on grids.id = pairs.grid_id
+left join grid_prompts on grid_prompts.id = grids.prompt_id
+left join verdicts on verdicts.pair_id = pairs.id
+left join reviews on reviews.pair_id = pairs.id"""
+
+
+def _encode(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    json_columns = SCHEMA[table].json_columns
+    return {
+        name: json.dumps(value, ensure_ascii=False) if name in json_columns and value is not None else value
+        for name, value in row.items()
+    }
 
 
 def _decode(table: str, row: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""Jobs: long work (wheel stages, training) in a process of its own, watched through the store.
+
+The studio never does long work inside a web request. Starting a job writes a `jobs` row and
+spawns the command in its own process session with its output in a log file, then returns. The
+process reports progress and reads its stop flag through the same row (`JobReporter`). The studio
+only reads: `reconcile` turns a "running" row whose process is gone into "failed" with the last
+log line, and escalates a stop that was not honoured (SIGINT to the process group, then SIGKILL).
+Jobs survive closing the browser and restarting the studio.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.store import Store, utc_now
+
+STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGKILL
+ACTIVE = ("running",)
+
+
+def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Spawn `argv` (an argument list, never a shell line) as job `kind`; returns the job id at once."""
+    job_id = store.insert("jobs", {"kind": kind, "status": "running", "args": argv, "done": 0, "stop_requested": 0})
+    log_path = store.home / "logs" / f"job-{job_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [*argv, "--job", str(job_id)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    store.update("jobs", job_id, {"pid": process.pid, "log_path": str(log_path), "started_at": utc_now()})
+    return job_id
+
+
+def dsd_command(*args: str) -> list[str]:
+    """The `dsd` command line as this Python runs it (works without the console script on PATH)."""
+    return [sys.executable, "-m", "studio.cli", *args]
+
+
+def request_stop(store: Store, job_id: int) -> None:
+    """Ask a job to stop: it saves what it has and exits; `reconcile` escalates if it does not."""
+    store.update("jobs", job_id, {"stop_requested": int(time.time())})
+
+
+def reconcile(store: Store, now: float | None = None) -> None:
+    """Make "running" rows true: finished processes reaped, dead ones failed, ignored stops escalated."""
+    now = time.time() if now is None else now
+    for job in store.rows("jobs", "status = 'running'"):
+        if not job["pid"]:
+            continue
+        if not _alive(job["pid"]):
+            # Read the row again: the process may have finished it between our two reads.
+            if store.get("jobs", job["id"])["status"] == "running":
+                store.update("jobs", job["id"], {
+                    "status": "stopped" if job["stop_requested"] else "failed",
+                    "error": last_log_line(job["log_path"]) or "the process ended without a word",
+                    "ended_at": utc_now(),
+                })
+        elif job["stop_requested"]:
+            waited = now - job["stop_requested"]
+            if waited > 2 * STOP_GRACE_S:
+                _signal_group(job["pid"], signal.SIGKILL)
+            elif waited > STOP_GRACE_S:
+                _signal_group(job["pid"], signal.SIGINT)
+
+
+def last_log_line(log_path: str | None) -> str:
+    if not log_path or not Path(log_path).is_file():
+        return ""
+    with open(log_path, "rb") as log:
+        log.seek(max(0, os.path.getsize(log_path) - 4096))
+        lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Our own children must be reaped, or a finished one lingers as a zombie that looks alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (the studio restarted): fall through
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class JobReporter:
+    """The job process's side: progress, the stop flag, and the final status."""
+
+    def __init__(self, store: Store, job_id: int | None):
+        self.store, self.job_id = store, job_id
+        self._last_write = 0.0
+
+    def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
+        """Record progress, at most twice a second (the studio polls; the database is shared)."""
+        if self.job_id is None or (not force and time.monotonic() - self._last_write < 0.5):
+            return
+        self._last_write = time.monotonic()
+        self.store.update("jobs", self.job_id, {"done": done, **({"total": total} if total is not None else {})})
+
+    def should_stop(self) -> bool:
+        return self.job_id is not None and bool(self.store.get("jobs", self.job_id)["stop_requested"])
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        if self.job_id is not None:
+            self.store.update("jobs", self.job_id, {"status": status, "error": error, "ended_at": utc_now()})
