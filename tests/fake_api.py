@@ -151,6 +151,9 @@ class FakeAPI:
 def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two sends: without TCP_NODELAY the body waits ~40 ms for the
+        # client's delayed ACK, an artefact of this test server that no real API has.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep pytest output clean
