@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 from pipeline.errors import UserInputError
 
+# Where the model lives while it generates: all on the GPU, one component at a time, layer by layer, or CPU.
+MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "cpu")
+
 
 @dataclass(frozen=True)
 class ModePreset:

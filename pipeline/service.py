@@ -19,12 +19,11 @@ import torch
 
 from pipeline.errors import UserInputError
 from pipeline.images import check_panel_size, load_image, png_with_metadata
-from pipeline.modes import get_mode
-from pipeline.store import Store
+from pipeline.modes import MEMORY_MODES, get_mode
+from pipeline.store import DEFAULT_HOME, Store, data_home
 from pipeline.weights import ModelSpec, load_generator
 
 log = logging.getLogger(__name__)
-MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "cpu")
 MAX_IMAGES = 16
 LICENCE_NOTE = (
     "FLUX.1-dev and the DSD weights are under the FLUX.1 [dev] Non-Commercial License: "
@@ -36,7 +35,7 @@ LICENCE_NOTE = (
 class Settings:
     """Where state lives and which model runs; flags override the environment, which overrides defaults."""
 
-    home: Path = Path("dsd-data")
+    home: Path = Path(DEFAULT_HOME)
     model: ModelSpec = ModelSpec()
     memory: str = "auto"
     enhancer: str | None = None  # provider spec, e.g. "openai:gpt-4o-mini"; None: enhancement off
@@ -46,7 +45,7 @@ class Settings:
     def from_env(cls, **overrides) -> "Settings":
         env = os.environ.get
         settings = cls(
-            home=Path(env("DSD_HOME") or "dsd-data"),
+            home=data_home(),
             model=ModelSpec(base=env("DSD_BASE"), dsd=env("DSD_WEIGHTS"), lora=env("DSD_LORA"), dtype=env("DSD_DTYPE") or "auto"),
             memory=env("DSD_MEMORY") or "auto",
             enhancer=env("DSD_ENHANCER"),

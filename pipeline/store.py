@@ -11,6 +11,7 @@ microseconds and is never shared between threads.
 """
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 DB_FILENAME = "dsd.sqlite"
+DEFAULT_HOME = "dsd-data"
 BUSY_TIMEOUT_MS = 30_000
 SECRET_MARKERS = ("key", "token", "secret", "password")
 GENERATION_STATUSES = ("ok", "error")
@@ -127,6 +129,11 @@ SCHEMA: dict[str, TableSpec] = {
 }
 
 
+def data_home(override: str | Path | None = None) -> Path:
+    """The data folder: `--home`, else the environment's DSD_HOME, else ./dsd-data."""
+    return Path(override or os.environ.get("DSD_HOME") or DEFAULT_HOME)
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -223,10 +230,11 @@ class Store:
             db[table].insert_all(encoded, ignore=True)
             return db[table].count - before
 
-    def rows(self, table: str, where: str | None = None, args: list | None = None, *, order_by: str = "id",
+    def rows(self, table: str, where: str | None = None, args: list | None = None, *, order_by: str | None = None,
              limit: int | None = None, offset: int | None = None) -> list[dict[str, Any]]:
+        """Rows of `table` (oldest first unless `order_by` says otherwise), JSON columns decoded."""
         with self._connect() as db:
-            found = db[table].rows_where(where, args or [], order_by=order_by, limit=limit, offset=offset)
+            found = db[table].rows_where(where, args or [], order_by=order_by or SCHEMA[table].pk, limit=limit, offset=offset)
             return [_decode(table, row) for row in found]
 
     def count(self, table: str, where: str | None = None, args: list | None = None) -> int:

@@ -59,13 +59,15 @@ def build_tokenizers(folder: Path) -> tuple[CLIPTokenizer, PreTrainedTokenizerFa
     """A CLIP BPE tokenizer and a T5-style word tokenizer over `WORDS` (plus letters and digits)."""
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
     special = ["<|startoftext|>", "<|endoftext|>"]
-    clip_vocab = {token: i for i, token in enumerate(special + letters + [w + "</w>" for w in WORDS + letters])}
+    # dict.fromkeys: a token listed twice must not leave a gap in the ids (every id < vocab size).
+    clip_tokens = dict.fromkeys(special + letters + [w + "</w>" for w in WORDS + letters])
+    clip_vocab = {token: i for i, token in enumerate(clip_tokens)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(clip_vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     clip = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
-    t5_vocab = {token: i for i, token in enumerate(["<pad>", "</s>", "<unk>"] + WORDS + letters)}
+    t5_vocab = {token: i for i, token in enumerate(dict.fromkeys(["<pad>", "</s>", "<unk>"] + WORDS + letters))}
     word_level = Tokenizer(models.WordLevel(t5_vocab, unk_token="<unk>"))
     word_level.normalizer = normalizers.Lowercase()
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -5,13 +5,13 @@ runtime failure (one line).
 """
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from pipeline.errors import UserInputError
-from pipeline.modes import MODES
-from pipeline.service import MEMORY_MODES
+from pipeline.modes import MEMORY_MODES, MODES
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,7 +32,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="data folder for the database, pictures and runs (env DSD_HOME, default ./dsd-data)")
+    # SUPPRESS: a subcommand's own --home default must not hide one given before the subcommand.
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help="data folder for the database, pictures and runs (env DSD_HOME, default ./dsd-data)")
     parser = OneLineParser(prog="dsd", description="DSD Studio: zero-shot identity-preserving generation.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -57,18 +59,103 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--keep-reconstruction", action="store_true", help="also write the left half as OUT.reconstruction.png")
     gen.add_argument("--enhance", action="store_true", help="rewrite the prompt with the provider in DSD_ENHANCER")
     add_model_flags(gen)
+    add_wheel_commands(commands, common)
     return parser
+
+
+def add_wheel_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`dsd wheel STAGE`: the data wheel, one stage per command (see pipeline/wheel.py)."""
+    job = argparse.ArgumentParser(add_help=False, parents=[common])
+    job.add_argument("--job", type=int, help=argparse.SUPPRESS)  # set by the studio's job launcher
+    wheel = commands.add_parser("wheel", parents=[common], help="make training pairs: captions to curated pairs")
+    stages = wheel.add_subparsers(dest="stage", required=True, parser_class=OneLineParser)
+    provider_help = "offline (default), openai:MODEL[@BASE_URL] or gemini:MODEL"
+
+    captions = stages.add_parser("captions", parents=[job], help="load reference captions")
+    captions.add_argument("--from", dest="source", help="txt, csv, jsonl or parquet file (default: the built-in set)")
+    captions.add_argument("--column", help="caption column of a csv/jsonl/parquet file (default: caption or text)")
+    captions.add_argument("--limit", type=int)
+    captions.add_argument("--filter", dest="filter_with", help=f"keep captions with a clear subject, judged by {provider_help}")
+
+    prompts = stages.add_parser("prompts", parents=[job], help="captions -> grid prompts")
+    prompts.add_argument("--writer", help=f"LLM: {provider_help}")
+    prompts.add_argument("--layout", default="2x2", help="2x2 (default), 1x2, 2x3 or 3x3")
+    prompts.add_argument("--dedupe", type=float, default=0.8, help="near-duplicate similarity threshold (default 0.8)")
+    prompts.add_argument("--limit", type=int)
+
+    grids = stages.add_parser("grids", parents=[job], help="the teacher draws grids (use accelerate launch for GPUs)")
+    grids.add_argument("--teacher", help="text-to-image folder or hub id (default: the embedded model)")
+    grids.add_argument("--per-prompt", type=int, default=1, help="grids per prompt, each at its own recorded seed")
+    grids.add_argument("--size", help="grid size W[xH] (default 1024, 256 for the embedded model)")
+    grids.add_argument("--steps", type=int, default=28)
+    grids.add_argument("--guidance", type=float, default=3.5)
+    grids.add_argument("--limit", type=int)
+
+    pairs = stages.add_parser("pairs", parents=[job], help="cut grids into panels and compose pairs")
+    pairs.add_argument("--limit", type=int)
+
+    curate = stages.add_parser("curate", parents=[job], help="a VLM judges and captions every pair")
+    curate.add_argument("--judge", help=f"VLM: {provider_help}; offline is an image-similarity stand-in")
+    curate.add_argument("--concurrency", type=int, default=4)
+    curate.add_argument("--limit", type=int)
+
+    export = stages.add_parser("export", parents=[job], help="accepted pairs to parquet (primecai/dsd_data layout)")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--caption-style", choices=["target", "instruction"], default="target")
+    export.add_argument("--reviewed-only", action="store_true", help="only pairs a person accepted")
+
+    imports = stages.add_parser("import", parents=[job], help="add the pairs of a DSD-style parquet file")
+    imports.add_argument("file", type=Path)
+
+    stages.add_parser("stats", parents=[job], help="counts per stage, hit and acceptance rates")
+
+
+def run_wheel(args) -> int:
+    from pipeline import dataset, wheel
+    from pipeline.images import parse_size
+    from pipeline.jobs import JobReporter
+    from pipeline.store import Store, data_home
+
+    store = Store(data_home(getattr(args, "home", None)))
+    reporter = JobReporter(store, args.job)
+    stages = {
+        "captions": lambda: wheel.run_captions(store, args.source, args.limit, args.column, args.filter_with),
+        "prompts": lambda: wheel.run_prompts(store, args.writer, args.layout, args.limit, args.dedupe, reporter),
+        "grids": lambda: wheel.run_grids(store, args.teacher, args.per_prompt, parse_size(args.size) if args.size else None,
+                                         args.steps, args.guidance, args.limit, reporter),
+        "pairs": lambda: wheel.run_pairs(store, args.limit, reporter),
+        "curate": lambda: wheel.run_curate(store, args.judge, args.concurrency, args.limit, reporter),
+        "export": lambda: f"{dataset.export_pairs(store, args.out, args.caption_style, args.reviewed_only)} pairs written to {args.out}",
+        "import": lambda: f"{dataset.import_pairs(store, args.file)} pairs imported from {args.file}",
+        "stats": lambda: wheel.describe_stats(wheel.wheel_stats(store)),
+    }
+    try:
+        result = stages[args.stage]()
+    except UserInputError as error:
+        reporter.finish("failed", str(error))
+        raise
+    except KeyboardInterrupt:  # the job launcher's backstop after an ignored stop request
+        reporter.finish("stopped" if reporter.should_stop() else "failed", "interrupted")
+        raise
+    except BaseException as error:
+        reporter.finish("failed", f"{type(error).__name__}: {error}")
+        raise
+    stopped = getattr(result, "stopped", False)
+    reporter.finish("stopped" if stopped else "done")
+    print(result.summary() if hasattr(result, "summary") else result)
+    return 0
 
 
 def settings_from(args):
     """Flags override the environment (`Settings.from_env`), which overrides the defaults."""
     from pipeline.service import Settings
 
-    settings = Settings.from_env(home=Path(args.home) if args.home else None, memory=args.memory)
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 (not every command has the model flags)
+    settings = Settings.from_env(home=Path(args.home) if flag("home") else None, memory=flag("memory"))
     model = settings.model
     return replace(settings, model=replace(
-        model, base=args.base or model.base, dsd=args.dsd or model.dsd,
-        lora=args.lora or model.lora, dtype=args.dtype or model.dtype,
+        model, base=flag("base") or model.base, dsd=flag("dsd") or model.dsd,
+        lora=flag("lora") or model.lora, dtype=flag("dtype") or model.dtype,
     ))
 
 
@@ -102,20 +189,18 @@ def run_studio(args) -> int:
 
 
 def quiet_libraries() -> None:
-    """Library progress bars and warnings are not for CLI users; our own notices say what matters."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for logging in (diffusers_logging, transformers_logging):
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
+    """Library progress bars and warnings are not for CLI users; our own notices say what matters.
+    Environment variables, read when those libraries load: importing them here would slow every command."""
+    for name in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     try:
-        return {"generate": run_generate, "studio": run_studio}[args.command](args)
+        return {"generate": run_generate, "studio": run_studio, "wheel": run_wheel}[args.command](args)
     except UserInputError as error:
         print(f"dsd: error: {error}", file=sys.stderr)
         return 2

@@ -17,9 +17,9 @@ import gradio as gr
 from pipeline import service
 from pipeline.errors import UserInputError
 from pipeline.images import parse_size
-from pipeline.modes import MODES, get_mode
+from pipeline.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.providers import ProviderError
-from pipeline.service import MEMORY_MODES, GenerateRequest, Settings
+from pipeline.service import GenerateRequest, Settings
 from pipeline.store import Store
 from pipeline.weights import DTYPES, ModelSpec
 

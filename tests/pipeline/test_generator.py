@@ -184,3 +184,10 @@ def test_bad_requests_are_refused(tiny_pipe, references):
         run(tiny_pipe, [references["cat"], references["coffee"]], ["a", "b", "c"])
     with pytest.raises(UserInputError, match="steps must be at least 1"):
         run(tiny_pipe, references["cat"], num_inference_steps=0)
+
+
+def test_any_prompt_text_maps_inside_the_tiny_encoders(tiny_pipe):
+    """Every token id the embedded tokenizers produce has an embedding (hyphens, digits, unknown words)."""
+    prompt = "a full-body shot of a hand-painted robot, 3/4 view! x-ray ÜBER naïve 1234567890?"
+    for tokenizer, encoder in ((tiny_pipe.tokenizer, tiny_pipe.text_encoder), (tiny_pipe.tokenizer_2, tiny_pipe.text_encoder_2)):
+        assert max(tokenizer(prompt).input_ids) < encoder.config.vocab_size

@@ -1,0 +1,59 @@
+"""The teacher of the data wheel: a text-to-image pipeline that draws grids.
+
+FLUX-layout folders (FLUX.1-dev, the embedded default) load through the same checked loader as the
+generator and run as diffusers' stock `FluxPipeline`; any other diffusers text-to-image folder or
+hub id loads with `AutoPipelineForText2Image`.
+"""
+
+import json
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+
+from pipeline.errors import UserInputError
+from pipeline.weights import BASE_PATTERNS, EMBEDDED_DEFAULT, ModelSpec, load_generator, resolve_folder
+
+FLUX_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
+
+
+@dataclass
+class Teacher:
+    pipe: object
+    name: str
+
+    def __post_init__(self):
+        self.pipe.set_progress_bar_config(disable=True)  # progress goes to the job row instead
+
+    def __call__(self, prompt: str, width: int, height: int, steps: int, guidance: float, seed: int) -> PIL.Image.Image:
+        generator = torch.Generator().manual_seed(seed)
+        return self.pipe(prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                         generator=generator).images[0]
+
+
+def process_share() -> tuple[int, int, str]:
+    """(rank, world size, device) of this process; (0, 1, cpu-or-cuda) outside `accelerate launch`."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, str(state.device)
+
+
+def load_teacher(path_or_id: str | None, device: str = "cpu") -> Teacher:
+    from diffusers import AutoPipelineForText2Image, FluxPipeline
+
+    folder = resolve_folder(path_or_id, "teacher", BASE_PATTERNS) if path_or_id else EMBEDDED_DEFAULT
+    name = path_or_id or "embedded default (tiny, untrained)"
+    index = folder / "model_index.json"
+    kind = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
+    device_type = torch.device(device).type
+    if kind.startswith("Flux") or kind == "DSDPipeline" or (folder / "transformer").is_dir() and not kind:
+        generator = load_generator(ModelSpec(base=str(folder) if path_or_id else None), device=device_type)
+        components = {key: value for key, value in generator.components.items() if key in FLUX_COMPONENTS}
+        return Teacher(FluxPipeline(**components).to(device), name)
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(folder, torch_dtype=torch.bfloat16 if device_type == "cuda" else torch.float32)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserInputError(f"cannot load the teacher {name!r} as a text-to-image pipeline: {reason}") from None
+    return Teacher(pipe.to(device), name)

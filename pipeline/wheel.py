@@ -1,0 +1,240 @@
+"""The data wheel (paper section 3.1): captions -> grid prompts -> grids -> panels -> pairs -> verdicts.
+
+Each stage is a plain function that reads the previous stage's rows from the store, writes its
+own, and skips what is already done, so a rerun after a crash continues where it stopped. The
+CLI (`dsd wheel STAGE`), the Data wheel tab (through a job) and the tests call these functions.
+With no provider or teacher given, every stage runs offline on the embedded default.
+"""
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import PIL.Image
+
+from pipeline.captions import builtin_captions, filter_captions, read_captions
+from pipeline.curation import JudgeFailure, SimilarityJudge, VLMJudge, curate
+from pipeline.errors import UserInputError
+from pipeline.grid_prompts import PROMPT_VERSION, make_prompt_writer, near_duplicates
+from pipeline.grids import Layout, compose_pairs, panel_problem, split_grid
+from pipeline.jobs import JobReporter
+from pipeline.providers import make_provider
+from pipeline.store import Store
+
+STAGES = ("captions", "prompts", "grids", "pairs", "curate", "export", "import", "stats")
+PROMPT_BATCH = 32  # prompts written per store transaction: a crash loses at most this many LLM calls
+
+
+@dataclass
+class StageResult:
+    stage: str
+    added: int = 0
+    skipped: int = 0
+    failed: int = 0
+    stopped: bool = False
+    details: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{self.stage}: {self.added} added"]
+        parts += [f"{self.skipped} already done"] if self.skipped else []
+        parts += [f"{self.failed} failed"] if self.failed else []
+        parts += [f"{key} {value}" for key, value in self.details.items()]
+        return ", ".join(parts) + (" (stopped by the user)" if self.stopped else "")
+
+
+def wheel_folder(store: Store, kind: str) -> Path:
+    folder = store.home / "wheel" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_captions(store: Store, source: str | None = None, limit: int | None = None, column: str | None = None,
+                 filter_with: str | None = None) -> StageResult:
+    """Load reference captions (built-in set or a file), optionally keep only those an LLM finds a subject in."""
+    captions = read_captions(source, column=column, limit=limit) if source else builtin_captions()[:limit]
+    verdicts = filter_captions(make_provider(filter_with), captions) if filter_with else [(c, None, None) for c in captions]
+    rows = [{"text": text, "source": source or "builtin", "keep": None if keep is None else int(keep),
+             "filter_reason": reason} for text, keep, reason in verdicts]
+    added = store.add("captions", rows)
+    kept = sum(1 for _, keep, _ in verdicts if keep is not False)
+    return StageResult("captions", added=added, skipped=len(rows) - added, details={"kept": kept})
+
+
+def run_prompts(store: Store, writer: str | None = None, layout: str = "2x2", limit: int | None = None,
+                dedupe: float = 0.8, reporter: JobReporter | None = None) -> StageResult:
+    """An LLM (or the offline templates) turns each caption into a grid prompt; near-duplicates are marked."""
+    Layout.parse(layout)
+    write = make_prompt_writer(make_provider(writer) if writer else None)
+    todo = store.pending("prompts", limit)
+    known = [row["text"] for row in store.rows("grid_prompts", "duplicate_of is null")]
+    known_ids = [row["id"] for row in store.rows("grid_prompts", "duplicate_of is null")]
+    result = StageResult("prompts", details={"duplicates": 0})
+    for start in range(0, len(todo), PROMPT_BATCH):
+        if reporter and reporter.should_stop():
+            result.stopped = True
+            break
+        batch = [(caption, write(caption["text"], layout)) for caption in todo[start:start + PROMPT_BATCH]]
+        duplicates = set(near_duplicates(known + [prompt.text for _, prompt in batch], dedupe))
+        rows = []
+        for offset, (caption, prompt) in enumerate(batch):
+            duplicate = len(known) + offset in duplicates
+            rows.append({"caption_id": caption["id"], "layout": prompt.layout, "subject": prompt.subject,
+                         "panels": prompt.panels, "text": prompt.text, "writer": prompt.writer,
+                         "prompt_version": PROMPT_VERSION, "duplicate_of": _first_similar(prompt.text, known, known_ids) if duplicate else None})
+            result.details["duplicates"] += duplicate
+        result.added += store.add("grid_prompts", rows)
+        new = store.rows("grid_prompts", f"id > {max(known_ids, default=0)} and duplicate_of is null")
+        known_ids += [row["id"] for row in new]
+        known += [row["text"] for row in new]
+        if reporter:
+            reporter.progress(start + len(batch), len(todo))
+    return result
+
+
+def _first_similar(text: str, known: list[str], known_ids: list[int]) -> int | None:
+    """The id of the earlier prompt `text` repeats (0 when it repeats one from its own batch)."""
+    for index in near_duplicates(known + [text]):
+        if index == len(known):
+            matches = [i for i, other in enumerate(known) if near_duplicates([other, text])]
+            return known_ids[matches[0]] if matches else 0
+    return 0
+
+
+def grid_seed(prompt_id: int, k: int) -> int:
+    """A recorded, reproducible seed per (prompt, k), independent of which process draws it."""
+    return int.from_bytes(hashlib.sha256(f"{prompt_id}:{k}".encode()).digest()[:4], "big")
+
+
+def run_grids(store: Store, teacher: str | None = None, per_prompt: int = 1, size: tuple[int, int] | None = None,
+              steps: int = 28, guidance: float = 3.5, limit: int | None = None,
+              reporter: JobReporter | None = None) -> StageResult:
+    """The teacher samples grids at recorded seeds. Under `accelerate launch` each process takes its share."""
+    from pipeline.teacher import load_teacher, process_share
+
+    rank, world, device = process_share()
+    pipe = load_teacher(teacher, device)
+    width, height = size or ((1024, 1024) if teacher else (256, 256))
+    todo = store.pending("grids", limit, [per_prompt])[rank::world]
+    folder = wheel_folder(store, "grids")
+    result = StageResult("grids", details={"process": f"{rank + 1}/{world}"})
+    for done, prompt in enumerate(todo):
+        if reporter and reporter.should_stop():
+            result.stopped = True
+            break
+        for k in range(per_prompt):
+            seed = grid_seed(prompt["id"], k)
+            if store.count("grids", "prompt_id = ? and seed = ?", [prompt["id"], seed]):
+                result.skipped += 1
+                continue
+            started = time.perf_counter()
+            image = pipe(prompt["text"], width=width, height=height, steps=steps, guidance=guidance, seed=seed)
+            path = folder / f"{prompt['id']}-{seed}.png"
+            _write_atomically(path, image)
+            result.added += store.add("grids", [{"prompt_id": prompt["id"], "seed": seed, "path": str(path),
+                                                 "teacher": pipe.name, "width": width, "height": height,
+                                                 "seconds": time.perf_counter() - started}])
+        if reporter:
+            reporter.progress(done + 1, len(todo))
+    return result
+
+
+def _write_atomically(path: Path, image: PIL.Image.Image) -> None:
+    """A grid file is whole or absent: written aside, then renamed."""
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    image.save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def run_pairs(store: Store, limit: int | None = None, reporter: JobReporter | None = None) -> StageResult:
+    """Cut each grid at its real panel boundaries, drop unusable panels, compose ordered pairs."""
+    folder = wheel_folder(store, "panels")
+    todo = store.pending("pairs", limit)
+    result = StageResult("pairs", details={"panels": 0, "dropped": 0})
+    for done, grid in enumerate(todo):
+        if reporter and reporter.should_stop():
+            result.stopped = True
+            break
+        prompt = store.get("grid_prompts", grid["prompt_id"]) if grid["prompt_id"] else None
+        layout = Layout.parse(prompt["layout"]) if prompt else None
+        with PIL.Image.open(grid["path"]) as picture:
+            panels = split_grid(picture.convert("RGB"), layout)
+        rows, usable = [], []
+        for index, panel in enumerate(panels):
+            path = folder / f"{grid['id']}-{index}.png"
+            panel.image.save(path)
+            problem = panel_problem(panel.image)
+            rows.append({"idx": index, "row": panel.row, "col": panel.col, "box": list(panel.box),
+                         "path": str(path), "method": panel.method, "problem": problem})
+            usable += [] if problem else [index]
+        result.added += store.add_grid_split(grid["id"], rows, compose_pairs(usable))
+        result.details["panels"] += len(rows)
+        result.details["dropped"] += len(rows) - len(usable)
+        if reporter:
+            reporter.progress(done + 1, len(todo))
+    return result
+
+
+class StoreCache:
+    """The curation cache in the store's `api_cache` table, so a rerun repeats no paid call."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get(self, key: str):
+        return self.store.cache_get(key)
+
+    def put(self, key: str, value) -> None:
+        self.store.cache_put(key, value)
+
+
+def run_curate(store: Store, judge: str | None = None, concurrency: int = 4, limit: int | None = None,
+               reporter: JobReporter | None = None) -> StageResult:
+    """A VLM judges each pair (the offline similarity stand-in without one) and captions it."""
+    judge_impl = VLMJudge(make_provider(judge)) if judge else SimilarityJudge()
+    todo = store.pair_pictures("pairs.id not in (select pair_id from verdicts where status = 'ok')", limit=limit)
+    result = StageResult("curate", details={"same": 0, "cached": 0})
+
+    def items() -> Iterator:
+        for pair in todo:
+            if reporter and reporter.should_stop():
+                result.stopped = True
+                return
+            with PIL.Image.open(pair["reference_path"]) as a, PIL.Image.open(pair["target_path"]) as b:
+                yield pair["pair_id"], a.convert("RGB"), b.convert("RGB")
+
+    def record(pair_id, outcome, cached: bool) -> None:
+        if isinstance(outcome, JudgeFailure):
+            store.put("verdicts", {"pair_id": pair_id, "status": "failed", "error": str(outcome), "judge": judge_impl.name})
+            result.failed += 1
+            return
+        store.put("verdicts", {"pair_id": pair_id, "status": "ok", "cached": int(cached), "error": None, **outcome.to_dict()})
+        result.added += 1
+        result.details["same"] += int(outcome.same)
+        result.details["cached"] += int(cached)
+        if reporter:
+            reporter.progress(result.added + result.failed, len(todo))
+
+    stats = curate(items(), judge_impl, concurrency=concurrency, cache=StoreCache(store), on_result=record)
+    result.details.update(input_tokens=stats.input_tokens, output_tokens=stats.output_tokens,
+                          seconds=round(stats.seconds, 1))
+    return result
+
+
+def wheel_stats(store: Store) -> dict:
+    """Counts per stage, hit rate, VLM acceptance rate, and agreement between the VLM and people."""
+    counts = store.wheel_counts()
+    rate = lambda part, whole: round(part / whole, 3) if whole else None  # noqa: E731
+    return {
+        **counts,
+        "hit_rate": rate(counts["grids_with_accepted_pair"], counts["grids"]),
+        "acceptance_rate": rate(counts["same"], counts["verdicts"]),
+        "review_agreement": rate(counts["review_agrees"], counts["reviewed_with_verdict"]),
+    }
+
+
+def describe_stats(stats: dict) -> str:
+    return json.dumps(stats, indent=1)

@@ -1,0 +1,92 @@
+"""Jobs as real processes: started, watched, stopped, killed, reconciled."""
+
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
+from pipeline.store import Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A job that counts until told to stop, reporting through the store like the wheel stages do.
+WORKER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from pipeline.jobs import JobReporter
+    from pipeline.store import Store
+    reporter = JobReporter(Store(sys.argv[1]), int(sys.argv[sys.argv.index("--job") + 1]))
+    print("worker started", flush=True)
+    for step in range(1, 10_000):
+        if reporter.should_stop():
+            print(f"stopping at step {{step}}", flush=True)
+            reporter.finish("stopped")
+            sys.exit(0)
+        reporter.progress(step, 10_000, force=True)
+        time.sleep(0.02)
+""")
+
+
+@pytest.fixture
+def worker(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(root=ROOT))
+    return [sys.executable, str(script), str(tmp_path / "home")]
+
+
+def wait_for(predicate, seconds: float = 30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def job(store, job_id):
+    """The job's row as the studio sees it: reconciled first."""
+    reconcile(store)
+    return store.get("jobs", job_id)
+
+
+def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path):
+    store = Store(tmp_path / "home")
+    job_id = start_job(store, "wheel:stats", dsd_command("wheel", "stats", "--home", str(store.home)))
+    assert wait_for(lambda: job(store, job_id)["status"] != "running", 120)
+    finished = job(store, job_id)
+    assert finished["status"] == "done", finished
+    assert '"captions": 0' in open(finished["log_path"]).read()
+
+
+def test_stop_flag_is_honoured_and_work_reported(tmp_path, worker):
+    store = Store(tmp_path / "home")
+    job_id = start_job(store, "test", worker)
+    assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 3)
+    request_stop(store, job_id)
+    assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
+    assert "stopping at step" in open(job(store, job_id)["log_path"]).read()
+
+
+def test_a_killed_job_is_marked_failed_with_its_last_log_line(tmp_path, worker):
+    store = Store(tmp_path / "home")
+    job_id = start_job(store, "test", worker)
+    assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 2)
+    os.killpg(job(store, job_id)["pid"], signal.SIGKILL)
+    assert wait_for(lambda: job(store, job_id)["status"] != "running")
+    failed = job(store, job_id)
+    assert failed["status"] == "failed" and failed["error"] == "worker started"
+
+
+def test_an_ignored_stop_is_escalated_to_signals(tmp_path):
+    store = Store(tmp_path / "home")
+    stubborn = [sys.executable, "-c", "import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)"]
+    job_id = start_job(store, "test", stubborn)
+    assert wait_for(lambda: "busy" in open(job(store, job_id)["log_path"]).read())
+    request_stop(store, job_id)
+    asked = job(store, job_id)["stop_requested"]
+    reconcile(store, now=asked + 31)  # past the grace: SIGINT to the group
+    assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
