@@ -305,26 +305,31 @@ _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation + "“”‘’
 def near_duplicates(prompts: list[str], threshold: float = 0.8) -> list[int]:
     """Indices of prompts whose word-shingle Jaccard similarity to an earlier kept prompt is at
     least `threshold`; dropping them leaves no such pair. Case and punctuation are ignored."""
+    return sorted(duplicate_sources(prompts, threshold))
+
+
+def duplicate_sources(prompts: list[str], threshold: float = 0.8) -> dict[int, int]:
+    """For each near-duplicate (as in `near_duplicates`), the index of the earlier kept prompt it repeats."""
     if not 0 < threshold <= 1:
         raise UserInputError(
             f"The near-duplicate threshold {threshold} must be above 0 and at most 1 (default 0.8)."
         )
     if not prompts:
-        return []
+        return {}
     shingles, starts = _shingle_hashes(prompts)
     signatures = _minhash(shingles, starts)
     earlier, later = _likely_pairs(signatures, threshold)
     shingle_set = functools.lru_cache(maxsize=4096)(
         lambda i: frozenset(shingles[starts[i]:starts[i + 1]].tolist())
     )
-    duplicates: set[int] = set()
+    duplicates: dict[int, int] = {}
     for j, i in zip(earlier.tolist(), later.tolist()):  # sorted by i, so j's fate is settled
         if i in duplicates or j in duplicates:
             continue
         mine, theirs = shingle_set(i), shingle_set(j)
         if len(mine & theirs) >= threshold * len(mine | theirs):
-            duplicates.add(i)
-    return sorted(duplicates)
+            duplicates[i] = j
+    return duplicates
 
 
 def _likely_pairs(signatures: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -226,9 +226,10 @@ class Store:
         spec = SCHEMA[table]
         encoded = [_encode(table, {"created_at": utc_now(), **row} if "created_at" in spec.columns else row) for row in rows]
         with self._connect() as db:
-            before = db[table].count
+            # total_changes counts this connection's rows only: other processes may be writing too.
+            before = db.conn.total_changes
             db[table].insert_all(encoded, ignore=True)
-            return db[table].count - before
+            return db.conn.total_changes - before
 
     def rows(self, table: str, where: str | None = None, args: list | None = None, *, order_by: str | None = None,
              limit: int | None = None, offset: int | None = None) -> list[dict[str, Any]]:
@@ -266,11 +267,11 @@ class Store:
         with self._connect() as db, db.conn:
             db["panels"].insert_all([_encode("panels", {**panel, "grid_id": grid_id}) for panel in panels], ignore=True)
             ids = {row["idx"]: row["id"] for row in db["panels"].rows_where("grid_id = ?", [grid_id])}
-            before = db["pairs"].count
+            before = db.conn.total_changes
             db["pairs"].insert_all(
                 [{"grid_id": grid_id, "panel_a": ids[a], "panel_b": ids[b]} for a, b in pairs], ignore=True
             )
-            return db["pairs"].count - before
+            return db.conn.total_changes - before
 
     def pair_pictures(self, where: str | None = None, args: list | None = None, limit: int | None = None,
                       offset: int | None = None) -> list[dict[str, Any]]:

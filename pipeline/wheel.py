@@ -18,8 +18,7 @@ import PIL.Image
 
 from pipeline.captions import builtin_captions, filter_captions, read_captions
 from pipeline.curation import JudgeFailure, SimilarityJudge, VLMJudge, curate
-from pipeline.errors import UserInputError
-from pipeline.grid_prompts import PROMPT_VERSION, make_prompt_writer, near_duplicates
+from pipeline.grid_prompts import PROMPT_VERSION, duplicate_sources, make_prompt_writer
 from pipeline.grids import Layout, compose_pairs, panel_problem, split_grid
 from pipeline.jobs import JobReporter
 from pipeline.providers import make_provider
@@ -70,38 +69,32 @@ def run_prompts(store: Store, writer: str | None = None, layout: str = "2x2", li
     Layout.parse(layout)
     write = make_prompt_writer(make_provider(writer) if writer else None)
     todo = store.pending("prompts", limit)
-    known = [row["text"] for row in store.rows("grid_prompts", "duplicate_of is null")]
-    known_ids = [row["id"] for row in store.rows("grid_prompts", "duplicate_of is null")]
-    result = StageResult("prompts", details={"duplicates": 0})
+    result = StageResult("prompts")
     for start in range(0, len(todo), PROMPT_BATCH):
         if reporter and reporter.should_stop():
             result.stopped = True
             break
-        batch = [(caption, write(caption["text"], layout)) for caption in todo[start:start + PROMPT_BATCH]]
-        duplicates = set(near_duplicates(known + [prompt.text for _, prompt in batch], dedupe))
         rows = []
-        for offset, (caption, prompt) in enumerate(batch):
-            duplicate = len(known) + offset in duplicates
+        for caption in todo[start:start + PROMPT_BATCH]:
+            prompt = write(caption["text"], layout)
             rows.append({"caption_id": caption["id"], "layout": prompt.layout, "subject": prompt.subject,
                          "panels": prompt.panels, "text": prompt.text, "writer": prompt.writer,
-                         "prompt_version": PROMPT_VERSION, "duplicate_of": _first_similar(prompt.text, known, known_ids) if duplicate else None})
-            result.details["duplicates"] += duplicate
+                         "prompt_version": PROMPT_VERSION})
         result.added += store.add("grid_prompts", rows)
-        new = store.rows("grid_prompts", f"id > {max(known_ids, default=0)} and duplicate_of is null")
-        known_ids += [row["id"] for row in new]
-        known += [row["text"] for row in new]
         if reporter:
-            reporter.progress(start + len(batch), len(todo))
+            reporter.progress(start + len(rows), len(todo))
+    result.details["duplicates"] = mark_duplicates(store, dedupe)
     return result
 
 
-def _first_similar(text: str, known: list[str], known_ids: list[int]) -> int | None:
-    """The id of the earlier prompt `text` repeats (0 when it repeats one from its own batch)."""
-    for index in near_duplicates(known + [text]):
-        if index == len(known):
-            matches = [i for i, other in enumerate(known) if near_duplicates([other, text])]
-            return known_ids[matches[0]] if matches else 0
-    return 0
+def mark_duplicates(store: Store, threshold: float) -> int:
+    """Mark prompts that repeat an earlier one (the paper found LLMs repeat themselves); grids skip them.
+    One pass over all unmarked prompts, oldest first, so it is the same whether the stage ran once or crashed."""
+    prompts = store.rows("grid_prompts", "duplicate_of is null")
+    sources = duplicate_sources([prompt["text"] for prompt in prompts], threshold)
+    for later, earlier in sources.items():
+        store.update("grid_prompts", prompts[later]["id"], {"duplicate_of": prompts[earlier]["id"]})
+    return len(sources)
 
 
 def grid_seed(prompt_id: int, k: int) -> int:
@@ -118,7 +111,8 @@ def run_grids(store: Store, teacher: str | None = None, per_prompt: int = 1, siz
     rank, world, device = process_share()
     pipe = load_teacher(teacher, device)
     width, height = size or ((1024, 1024) if teacher else (256, 256))
-    todo = store.pending("grids", limit, [per_prompt])[rank::world]
+    # A prompt belongs to one process by its id, not by its place in a list that other processes shrink.
+    todo = [prompt for prompt in store.pending("grids", None, [per_prompt]) if prompt["id"] % world == rank][:limit]
     folder = wheel_folder(store, "grids")
     result = StageResult("grids", details={"process": f"{rank + 1}/{world}"})
     for done, prompt in enumerate(todo):

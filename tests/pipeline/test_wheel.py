@@ -99,6 +99,8 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     prompts = Store(home).rows("grid_prompts")
     assert prompts and all(row["subject"] == "a small red robot" and len(row["panels"]) == 4 for row in prompts)
     assert prompts[0]["writer"].startswith(api)
+    # The canned reply is the same for every caption: the repeat is marked and gets no grid.
+    assert [row["duplicate_of"] for row in prompts] == [None, prompts[0]["id"]]
 
     ok(dsd(home, "grids", "--steps", "2", "--size", "128"))
     ok(dsd(home, "pairs"))
@@ -164,3 +166,23 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(stage, args, phrase, tm
     message = result.stderr.strip()
     assert "\n" not in message and phrase in message and "Traceback" not in message
     assert {table: Store(home).count(table) for table in before} == before
+
+
+def test_grids_split_across_two_processes_each_drawn_once(tmp_path):
+    """`accelerate launch` with two processes (gloo on CPU), the command line used for GPUs."""
+    home = tmp_path / "home"
+    ok(dsd(home, "captions", "--limit", "5"))
+    ok(dsd(home, "prompts"))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "studio.cli", "wheel", "grids", "--home", str(home), "--steps", "2", "--size", "64"]
+    result = subprocess.run(launch, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shares = sorted(line for line in result.stdout.splitlines() if line.startswith("grids:"))
+    assert len(shares) == 2 and "process 1/2" in shares[0] and "process 2/2" in shares[1]
+    store = Store(home)
+    prompts = store.count("grid_prompts", "duplicate_of is null")
+    assert store.count("grids") == prompts
+    assert sum(int(line.split()[1]) for line in shares) == prompts, "every grid drawn by exactly one process"
+    files = sorted((home / "wheel" / "grids").iterdir())
+    assert len(files) == prompts and all(f.suffix == ".png" for f in files), "no half-written files"
