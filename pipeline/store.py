@@ -112,6 +112,13 @@ SCHEMA: dict[str, TableSpec] = {
         foreign_keys=(("pair_id", "pairs", "id"),),
         pk="pair_id",
     ),
+    # One row per stage run: what it added, and what it cost in tokens (and money, when priced).
+    "stage_runs": TableSpec(
+        columns={"id": int, "stage": str, "job_id": int, "added": int, "skipped": int, "failed": int,
+                 "stopped": int, "details": str, "created_at": str},
+        json_columns=frozenset({"details"}),
+        indexes=(("stage",),),
+    ),
     # Long work (wheel stages, training) runs as a job: a row here and a process of its own.
     "jobs": TableSpec(
         columns={"id": int, "kind": str, "status": str, "args": str, "pid": int, "log_path": str,

@@ -45,6 +45,12 @@ class StageResult:
         return ", ".join(parts) + (" (stopped by the user)" if self.stopped else "")
 
 
+def record_run(store: Store, result: StageResult, job_id: int | None = None) -> None:
+    store.insert("stage_runs", {"stage": result.stage, "job_id": job_id, "added": result.added,
+                                "skipped": result.skipped, "failed": result.failed,
+                                "stopped": int(result.stopped), "details": result.details})
+
+
 def wheel_folder(store: Store, kind: str) -> Path:
     folder = store.home / "wheel" / kind
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,8 +192,9 @@ class StoreCache:
 
 
 def run_curate(store: Store, judge: str | None = None, concurrency: int = 4, limit: int | None = None,
-               reporter: JobReporter | None = None) -> StageResult:
-    """A VLM judges each pair (the offline similarity stand-in without one) and captions it."""
+               reporter: JobReporter | None = None, usd_per_mtok: tuple[float, float] | None = None) -> StageResult:
+    """A VLM judges each pair (the offline similarity stand-in without one) and captions it.
+    `usd_per_mtok` (input, output prices per million tokens) adds the run's cost to its accounting."""
     judge_impl = VLMJudge(make_provider(judge)) if judge else SimilarityJudge()
     todo = store.pair_pictures("pairs.id not in (select pair_id from verdicts where status = 'ok')", limit=limit)
     result = StageResult("curate", details={"same": 0, "cached": 0})
@@ -215,6 +222,8 @@ def run_curate(store: Store, judge: str | None = None, concurrency: int = 4, lim
     stats = curate(items(), judge_impl, concurrency=concurrency, cache=StoreCache(store), on_result=record)
     result.details.update(input_tokens=stats.input_tokens, output_tokens=stats.output_tokens,
                           seconds=round(stats.seconds, 1))
+    if usd_per_mtok:
+        result.details["usd"] = round((stats.input_tokens * usd_per_mtok[0] + stats.output_tokens * usd_per_mtok[1]) / 1e6, 4)
     return result
 
 

@@ -98,6 +98,8 @@ def add_wheel_commands(commands, common: argparse.ArgumentParser) -> None:
     curate.add_argument("--judge", help=f"VLM: {provider_help}; offline is an image-similarity stand-in")
     curate.add_argument("--concurrency", type=int, default=4)
     curate.add_argument("--limit", type=int)
+    curate.add_argument("--usd-per-mtok", type=float, nargs=2, metavar=("INPUT", "OUTPUT"),
+                        help="prices per million tokens, to record the run's cost")
 
     export = stages.add_parser("export", parents=[job], help="accepted pairs to parquet (primecai/dsd_data layout)")
     export.add_argument("--out", required=True, type=Path)
@@ -124,7 +126,7 @@ def run_wheel(args) -> int:
         "grids": lambda: wheel.run_grids(store, args.teacher, args.per_prompt, parse_size(args.size) if args.size else None,
                                          args.steps, args.guidance, args.limit, reporter),
         "pairs": lambda: wheel.run_pairs(store, args.limit, reporter),
-        "curate": lambda: wheel.run_curate(store, args.judge, args.concurrency, args.limit, reporter),
+        "curate": lambda: wheel.run_curate(store, args.judge, args.concurrency, args.limit, reporter, args.usd_per_mtok),
         "export": lambda: f"{dataset.export_pairs(store, args.out, args.caption_style, args.reviewed_only)} pairs written to {args.out}",
         "import": lambda: f"{dataset.import_pairs(store, args.file)} pairs imported from {args.file}",
         "stats": lambda: wheel.describe_stats(wheel.wheel_stats(store)),
@@ -140,8 +142,9 @@ def run_wheel(args) -> int:
     except BaseException as error:
         reporter.finish("failed", f"{type(error).__name__}: {error}")
         raise
-    stopped = getattr(result, "stopped", False)
-    reporter.finish("stopped" if stopped else "done")
+    if isinstance(result, wheel.StageResult):
+        wheel.record_run(store, result, args.job)
+    reporter.finish("stopped" if getattr(result, "stopped", False) else "done")
     print(result.summary() if hasattr(result, "summary") else result)
     return 0
 

@@ -107,8 +107,11 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     fake_api.reply = lambda body: json.dumps(VERDICT)
     fake_api.requests.clear()
     judge = f"openai:judge@{fake_api.openai_base_url}" if api == "openai" else f"gemini:judge@{fake_api.url}"
-    ok(dsd(home, "curate", "--judge", judge))
+    ok(dsd(home, "curate", "--judge", judge, "--usd-per-mtok", "1000", "2000"))
     pairs = Store(home).count("pairs")
+    run = Store(home).rows("stage_runs", "stage = 'curate'")[-1]["details"]
+    assert run["input_tokens"] > 0 and run["output_tokens"] > 0, "the run's token accounting"
+    assert run["usd"] == round((run["input_tokens"] * 1000 + run["output_tokens"] * 2000) / 1e6, 4)
     assert len(fake_api.requests) == pairs
     assert all(len(request_images(r.json)) == 2 for r in fake_api.requests)
     verdicts = Store(home).rows("verdicts")
@@ -186,3 +189,20 @@ def test_grids_split_across_two_processes_each_drawn_once(tmp_path):
     assert sum(int(line.split()[1]) for line in shares) == prompts, "every grid drawn by exactly one process"
     files = sorted((home / "wheel" / "grids").iterdir())
     assert len(files) == prompts and all(f.suffix == ".png" for f in files), "no half-written files"
+
+
+def test_a_refused_key_stops_curation_with_one_line(fake_api, offline_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(offline_home, home)
+    store = Store(home)
+    for verdict in store.rows("verdicts"):
+        store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
+    fake_api.fail_with(*[401] * 50)
+    result = dsd(home, "curate", "--judge", f"openai:judge@{fake_api.openai_base_url}",
+                 env={"OPENAI_API_KEY": "sk-test-secret-123"})
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert "\n" not in message and "401" in message and "Traceback" not in message
+    assert "sk-test-secret-123" not in result.stderr + result.stdout
+    assert store.count("verdicts", "status = 'ok'") == 0
+    assert len(fake_api.requests) <= 4, "the run stops instead of failing every pair"
