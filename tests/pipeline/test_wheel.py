@@ -152,6 +152,7 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
     ("captions", ["--from", "{tmp}/table.csv", "--column", "alt"], "alt"),
     ("captions", ["--from", "{tmp}/broken.parquet"], "parquet"),
     ("grids", ["--teacher", "{tmp}/no-model"], "neither a folder nor"),
+    ("grids", ["--teacher", "{tmp}"], "cannot load the teacher"),
     ("prompts", ["--writer", "openai:gpt-4o-mini"], "OPENAI_API_KEY"),
     ("prompts", ["--layout", "4x4"], "4x4"),
 ])

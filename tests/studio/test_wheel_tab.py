@@ -9,6 +9,7 @@ from gradio_client import Client
 
 from pipeline import wheel
 from pipeline.store import Store
+from tests.studio.conftest import running_studio
 
 CURATED = 30  # pairs the judge has seen; the rest have no verdict yet
 
@@ -29,10 +30,10 @@ def run_offline_wheel(home: Path) -> Store:
 
 
 @pytest.fixture(scope="module")
-def wheel_studio(tmp_path_factory, start_studio):
+def wheel_studio(tmp_path_factory):
     home = tmp_path_factory.mktemp("wheel-studio")
     run_offline_wheel(home)
-    with start_studio(home) as running:
+    with running_studio(home) as running:
         yield running
 
 

@@ -1,0 +1,79 @@
+"""The Data wheel tab in a real browser: see a pair, review it from the keyboard, filter the list."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+from pipeline.store import Store
+from tests.studio.conftest import running_studio
+from tests.studio.test_browser import CHROMIUM, ROOT, TIMEOUT_MS, browser  # noqa: F401 (the fixture)
+from tests.studio.test_wheel_tab import run_offline_wheel
+
+SCREENSHOT = ROOT / "test-artifacts" / "wheel-review.png"
+README_SCREENSHOT = ROOT / "docs" / "wheel.png"
+
+
+@pytest.fixture(scope="module")
+def wheel_studio(tmp_path_factory):
+    home = tmp_path_factory.mktemp("wheel-browser")
+    run_offline_wheel(home)
+    with running_studio(home) as running:
+        yield running
+
+
+def wait_for_review(store: Store, pair_id: int, timeout: float = 20) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = store.rows("reviews", "pair_id = ?", [pair_id])
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_review_pairs_from_the_keyboard(browser, wheel_studio):  # noqa: F811
+    from playwright.sync_api import expect
+
+    store = Store(wheel_studio.home)
+    first, second = (pair["pair_id"] for pair in store.pair_pictures(limit=2))
+    total = store.count("pairs")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(wheel_studio.url)
+    page.get_by_role("tab", name="Data wheel").click()
+
+    for picture in ("reference", "target", "grid"):
+        expect(page.locator(f"#wheel-{picture} img")).to_be_visible()
+    position = page.locator("#wheel-position")
+    expect(position).to_contain_text(f"1 of {total}")
+    expect(position).to_contain_text(f"pair {first} ")
+
+    page.locator("#wheel-note textarea, #wheel-note input").first.fill("")
+    page.locator("#wheel-note textarea, #wheel-note input").first.press_sequentially("rank")
+    page.locator("#wheel-position").click()  # the focus leaves the note: keys are shortcuts again
+    page.keyboard.press("r")
+
+    review = wait_for_review(store, first)
+    assert review and review["decision"] == "reject" and review["note"] == "rank"
+    expect(position).to_contain_text(f"2 of {total}")
+    expect(position).to_contain_text(f"pair {second} ")
+    assert store.count("reviews") == 1, "typing in the note box must not trigger shortcuts"
+    expect(page.locator("#wheel-review-state")).to_contain_text("Not reviewed yet")
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1":
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
+
+    page.keyboard.press("k")
+    expect(position).to_contain_text(f"1 of {total}")
+    expect(page.locator("#wheel-review-state")).to_contain_text("Rejected: rank")
+
+    page.locator("#wheel-review-filter input").click()
+    page.get_by_role("option", name="rejected").click()
+    expect(position).to_contain_text("1 of 1")
+    expect(page.locator("#wheel-pairs tbody tr")).to_have_count(1)
+    page.close()
