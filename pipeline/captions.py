@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.errors import UserInputError
-from pipeline.providers import Provider, ProviderError
+from pipeline.providers import Provider, ask_json
 
 BUILTIN_CAPTIONS = Path(__file__).resolve().parents[1] / "assets" / "captions.txt"
 CAPTION_COLUMNS = ("caption", "text", "TEXT")  # tried in this order when no column is named
 FORMATS = (".txt", ".csv", ".jsonl", ".parquet")
 FILTER_BATCH = 20
-JSON_ATTEMPTS = 3  # one request and two retries for a reply that breaks the schema
 
 CAPTION_FILTER_SCHEMA = {
     "title": "Caption verdicts",
@@ -82,31 +81,6 @@ def read_captions(path: str | Path, column: str | None = None, limit: int | None
     return captions
 
 
-def ask_json(
-    provider: Provider,
-    prompt: str,
-    *,
-    system: str,
-    schema: dict,
-    parse: Callable[[object], object],
-    what: str,
-    attempts: int = JSON_ATTEMPTS,
-):
-    """Ask for a structured reply and return `parse(reply)`. `parse` raises ValueError on a reply
-    that breaks the rules; such replies are asked again, up to `attempts` requests in all."""
-    problem = ""
-    for _ in range(attempts):
-        text = provider.complete(prompt, system=system, json_schema=schema).text
-        try:
-            return parse(json.loads(text))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    raise ProviderError(
-        f"{provider.name}:{provider.model} sent {attempts} invalid {what} (last: {problem}); "
-        "try again or use a model that supports structured output."
-    )
-
-
 def filter_captions(provider: Provider, captions: list[str],
                     batch_size: int = FILTER_BATCH) -> list[tuple[str, bool, str]]:
     """(caption, keep, reason) per caption, in order: does it name a subject whose identity can be
@@ -122,7 +96,7 @@ def filter_captions(provider: Provider, captions: list[str],
             schema=CAPTION_FILTER_SCHEMA,
             parse=lambda reply, n=len(batch): _parse_verdicts(reply, n),
             what="caption verdicts",
-        )
+        ).value
         verdicts += [(caption, keep, reason) for caption, (keep, reason) in zip(batch, judged)]
     return verdicts
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserInputError
-from pipeline.providers import Provider, ProviderError
+from pipeline.providers import InvalidReply, Provider, ProviderError, ask_json, read_json
 
 PROMPT_VERSION = "curate-v1"
 MAX_SIDE = 768  # long side sent to the VLM: enough to judge identity, cheap in image tokens
@@ -72,7 +72,6 @@ VERDICT_SCHEMA: dict = {
 
 _TEXT_FIELDS = ("subject", "description_a", "description_b", "reasoning")
 _CAPTION_FIELDS = ("caption_target", "caption_instruction")
-_FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL | re.IGNORECASE)
 # providers.py words every rejected or missing key as "... (HTTP 401)" / "(HTTP 403)" (Gemini's
 # 400 API_KEY_INVALID is mapped to 401 there); ProviderError has no subclass or status to test.
 _AUTH_FAILURE = re.compile(r"\(HTTP 40[13]\)")
@@ -147,42 +146,25 @@ class VLMJudge:
         return f"VLMJudge({self.name!r}, attempts={self.attempts})"
 
     def judge(self, a: Image.Image, b: Image.Image) -> Verdict:
-        images = [fit_long_side(a), fit_long_side(b)]
-        input_tokens = output_tokens = 0
-        problem = ""
-        for _ in range(self.attempts):
-            # No temperature: reasoning models refuse any but their default.
-            try:
-                completion = self.provider.complete(
-                    CURATION_PROMPT, images, json_schema=VERDICT_SCHEMA
-                )
-            except ProviderError as error:
-                if is_auth_failure(error):
-                    raise
-                raise JudgeFailure(str(error), input_tokens, output_tokens) from None
-            input_tokens += completion.input_tokens
-            output_tokens += completion.output_tokens
-            try:
-                parsed = parse_verdict(completion.text)
-            except ValueError as error:
-                problem = str(error)
-                continue
-            return Verdict(**parsed, judge=self.name, input_tokens=input_tokens,
-                           output_tokens=output_tokens)
-        raise JudgeFailure(
-            f"{self.name} gave no valid verdict in {self.attempts} attempt(s); last reply "
-            f"{problem}.", input_tokens, output_tokens,
-        )
+        # No temperature: reasoning models refuse any but their default.
+        try:
+            reply = ask_json(self.provider, CURATION_PROMPT, images=[fit_long_side(a), fit_long_side(b)],
+                             schema=VERDICT_SCHEMA, parse=check_verdict, what="verdicts", attempts=self.attempts)
+        except InvalidReply as error:
+            raise JudgeFailure(str(error), error.input_tokens, error.output_tokens) from None
+        except ProviderError as error:
+            if is_auth_failure(error):
+                raise
+            raise JudgeFailure(str(error)) from None
+        return Verdict(**reply.value, judge=self.name, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
 
 
 def parse_verdict(text: str) -> dict:
     """The verdict fields from a reply (bare JSON or a ```json block); ValueError says what's wrong."""
-    fenced = _FENCED.search(text)
-    raw = fenced.group(1) if fenced else text.strip()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ValueError("was not JSON") from None
+    return check_verdict(read_json(text))
+
+
+def check_verdict(data: object) -> dict:
     if not isinstance(data, dict):
         raise ValueError("was JSON but not an object")
     missing = [key for key in VERDICT_SCHEMA["required"] if key not in data]

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.captions import ask_json
 from pipeline.errors import UserInputError
 from pipeline.grids import LAYOUTS, Layout  # noqa: F401 (LAYOUTS: the layouts a prompt can ask for)
-from pipeline.providers import OfflineProvider, Provider
+from pipeline.providers import OfflineProvider, Provider, ask_json
 
 DEFAULT_LAYOUT = "2x2"
 PROMPT_VERSION = "grid-prompt-1"  # change it when the instruction or the templates change
@@ -100,7 +99,7 @@ def write_grid_prompt(provider: Provider, caption: str, layout: str = DEFAULT_LA
         provider, request, system=GRID_PROMPT_INSTRUCTION, schema=GRID_PROMPT_SCHEMA,
         parse=lambda reply: _parse_grid_reply(reply, grid.panels), what="grid prompts",
         attempts=attempts,
-    )
+    ).value
     return GridPrompt(caption, str(grid), subject, panels, f"{provider.name}:{provider.model}")
 
 

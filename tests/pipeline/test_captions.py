@@ -232,5 +232,5 @@ def test_replies_that_stay_invalid_end_in_a_provider_error(provider, fake_api):
     with pytest.raises(ProviderError) as caught:
         filter_captions(provider, ["a red fox"])
 
-    assert "openai:gpt-test sent 3 invalid caption verdicts" in str(caught.value)
+    assert "openai:gpt-test at " in str(caught.value) and "sent 3 invalid caption verdicts" in str(caught.value)
     assert len(fake_api.requests) == 3

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from pipeline.curation import (
     CURATION_PROMPT,
@@ -147,7 +147,7 @@ def test_three_malformed_replies_are_a_failure_not_a_verdict(kind, fake_api, cat
 
     [failure] = seen
     assert isinstance(failure, JudgeFailure)
-    assert "no valid verdict in 3 attempt(s)" in str(failure) and "not JSON" in str(failure)
+    assert "sent 3 invalid verdicts" in str(failure) and "not JSON" in str(failure)
     assert "\n" not in str(failure)
     assert len(fake_api.requests) == 3
     assert (stats.judged, stats.failed, stats.same) == (0, 1, 0)

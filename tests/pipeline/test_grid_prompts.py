@@ -95,7 +95,7 @@ def test_replies_that_stay_invalid_end_in_a_provider_error(fake_api, reply):
     with pytest.raises(ProviderError) as caught:
         write_grid_prompt(provider_for("gemini", fake_api), "a blue mug", attempts=3)
 
-    assert "gemini:gemini-test sent 3 invalid grid prompts" in str(caught.value)
+    assert "gemini:gemini-test at " in str(caught.value) and "sent 3 invalid grid prompts" in str(caught.value)
     assert len(fake_api.requests) == 3
 
 
