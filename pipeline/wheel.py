@@ -24,7 +24,6 @@ from pipeline.jobs import JobReporter
 from pipeline.providers import make_provider
 from pipeline.store import Store
 
-STAGES = ("captions", "prompts", "grids", "pairs", "curate", "export", "import", "stats")
 PROMPT_BATCH = 32  # prompts written per store transaction: a crash loses at most this many LLM calls
 
 
