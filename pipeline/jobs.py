@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline.store import Store, utc_now
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGKILL
 ACTIVE = ("running",)
 
@@ -26,10 +27,12 @@ def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | No
     job_id = store.insert("jobs", {"kind": kind, "status": "running", "args": argv, "done": 0, "stop_requested": 0})
     log_path = store.home / "logs" / f"job-{job_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The job imports this project whatever its working directory, installed or not.
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [*argv, "--job", str(job_id)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            start_new_session=True, env={**os.environ, "PYTHONPATH": path, **(env or {})},
         )
     store.update("jobs", job_id, {"pid": process.pid, "log_path": str(log_path), "started_at": utc_now()})
     return job_id

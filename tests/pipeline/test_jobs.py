@@ -53,7 +53,8 @@ def job(store, job_id):
     return store.get("jobs", job_id)
 
 
-def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path):
+def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the studio may be started from anywhere
     store = Store(tmp_path / "home")
     job_id = start_job(store, "wheel:stats", dsd_command("wheel", "stats", "--home", str(store.home)))
     assert wait_for(lambda: job(store, job_id)["status"] != "running", 120)

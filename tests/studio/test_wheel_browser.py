@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.store import Store
 from tests.studio.conftest import running_studio
-from tests.studio.test_browser import CHROMIUM, ROOT, TIMEOUT_MS, browser  # noqa: F401 (the fixture)
+from tests.studio.test_browser import ROOT, TIMEOUT_MS, browser  # noqa: F401 (the fixture)
 from tests.studio.test_wheel_tab import run_offline_wheel
 
 SCREENSHOT = ROOT / "test-artifacts" / "wheel-review.png"

@@ -24,8 +24,10 @@ def run_offline_wheel(home: Path) -> Store:
     wheel.run_curate(store, limit=CURATED)
     judged = [pair["pair_id"] for pair in store.pair_pictures("verdicts.status = 'ok'")]
     store.put("verdicts", {"pair_id": judged[1], "status": "ok", "same": 0, "confidence": 0.95,
-                           "subject": "two different robots", "judge": "test"})
-    store.put("verdicts", {"pair_id": judged[2], "status": "failed", "error": "the reply was not JSON", "judge": "test"})
+                           "subject": "two different robots", "description_a": "a red robot", "description_b": "a blue robot",
+                           "reasoning": "the colours differ", "judge": "test"})
+    store.put("verdicts", {"pair_id": judged[2], "status": "failed", "same": None, "confidence": None,
+                           "error": "the reply was not JSON", "judge": "test"})
     return store
 
 
@@ -65,7 +67,7 @@ def test_a_stage_runs_as_a_background_job_and_reports_through_the_jobs_table(sta
         row, log, stats = wait_for_job(client, job_id)
 
     assert f"Started job {job_id}" in message and "--limit 2" in message
-    assert row[1:4] == ["captions", "done", "0"], row
+    assert row[1:3] == ["captions", "done"], row
     assert "captions: 2 added" in log
     assert stats["captions"] == 2 and Store(tmp_path).count("captions") == 2
 

@@ -1,0 +1,422 @@
+"""The Data wheel tab: run the wheel's stages as background jobs, review the curated pairs, export.
+
+Layout and event wiring only. A stage runs as `dsd wheel STAGE` in a job process of its own
+(`pipeline.jobs`), so it survives page reloads; the tab reads the store on a timer. API names:
+`wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`, `wheel_review`, `wheel_export`.
+Keyboard, while no text box has the focus: a accept, r reject, f flag, j / right next, k / left previous.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from pipeline.dataset import CAPTION_STYLES, export_pairs
+from pipeline.errors import UserInputError
+from pipeline.grids import LAYOUTS, Layout
+from pipeline.images import parse_size
+from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
+from pipeline.providers import make_provider
+from pipeline.service import Settings
+from pipeline.store import Store, utc_now
+from pipeline.wheel import wheel_stats
+from studio.generate_tab import shown_as_gr_error
+
+RUNNABLE = ("captions", "prompts", "grids", "pairs", "curate")
+JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
+PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
+JOBS_SHOWN, PAIRS_SHOWN, LOG_BYTES = 20, 2000, 6000
+WHEEL_JOBS = "kind like 'wheel:%'"
+DECISIONS = ("accept", "reject", "flag")
+DECIDED = {"accept": "accepted", "reject": "rejected", "flag": "flagged"}
+VERDICT_FILTERS = {
+    "all": None,
+    "same": "verdicts.status = 'ok' and verdicts.same = 1",
+    "not same": "verdicts.status = 'ok' and verdicts.same = 0",
+    "failed": "verdicts.status = 'failed'",
+    "none yet": "verdicts.pair_id is null",
+}
+REVIEW_FILTERS = {"all": None, "unreviewed": "reviews.decision is null",
+                  **{label: f"reviews.decision = '{decision}'" for decision, label in DECIDED.items()}}
+DISAGREEMENT = ("verdicts.status = 'ok' and ((verdicts.same = 1 and reviews.decision = 'reject') "
+                "or (verdicts.same = 0 and reviews.decision = 'accept'))")
+SHORTCUTS = {"a": "wheel-accept", "r": "wheel-reject", "f": "wheel-flag", "j": "wheel-next",
+             "ArrowRight": "wheel-next", "k": "wheel-previous", "ArrowLeft": "wheel-previous"}
+# Small pictures are drawn as large as their frame (gradio shows them at their own size).
+PICTURES_CSS = ("#wheel-reference img, #wheel-target img, #wheel-grid img "
+                "{width: 100%; height: 100%; object-fit: contain;}")
+# Run once per page: the shortcuts click the visible button of a key unless the user is typing.
+# The style goes in here too: gradio 6 takes page CSS only in `launch()`, which the tab does not own.
+PAGE_JS = """() => {
+  if (window.dsdWheelKeys) return;
+  window.dsdWheelKeys = true;
+  const style = document.createElement("style");
+  style.textContent = %s;
+  document.head.append(style);
+  const buttons = %s;
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const target = event.target;
+    if (target.closest && target.closest("input, textarea, select, [contenteditable='true']")) return;
+    const button = document.getElementById(buttons[event.key]);
+    if (!button || button.offsetParent === null) return;
+    event.preventDefault();
+    button.click();
+  });
+}""" % (json.dumps(PICTURES_CSS), json.dumps(SHORTCUTS))
+
+
+# what the forms mean
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """The Run form; blank provider or teacher fields mean the offline embedded default."""
+
+    stage: str
+    limit: int | None = None
+    source: str = ""
+    writer: str = ""
+    layout: str = "2x2"
+    teacher: str = ""
+    per_prompt: int = 1
+    size: str = ""
+    steps: int = 28
+    judge: str = ""
+    concurrency: int = 4
+
+
+def whole_number(name: str, value, minimum: int = 1) -> int:
+    if value is None or float(value) != int(value) or int(value) < minimum:
+        raise UserInputError(f"{name} {value!r}: give a whole number of at least {minimum}")
+    return int(value)
+
+
+def provider_flag(flag: str, spec: str) -> list[str]:
+    """`[flag, spec]` once the spec is known to build a provider (API key present), else nothing."""
+    spec = (spec or "").strip()
+    if not spec:
+        return []
+    make_provider(spec)
+    return [flag, spec]
+
+
+def stage_flags(s: StageSettings) -> list[str]:
+    """The `dsd wheel STAGE` flags for the form, checked: a bad value is a one-line UserInputError."""
+    if s.stage not in RUNNABLE:
+        raise UserInputError(f"unknown stage {s.stage!r}: use one of {', '.join(RUNNABLE)}")
+    flags = [] if s.limit in (None, "") else ["--limit", str(whole_number("limit", s.limit))]
+    if s.stage == "captions" and (s.source or "").strip():
+        source = Path(s.source.strip()).expanduser()
+        if not source.is_file():
+            raise UserInputError(f"caption file {str(source)!r} does not exist on the server: give the path "
+                                 "of a txt, csv, jsonl or parquet file, or leave it blank for the built-in set")
+        flags += ["--from", str(source.resolve())]
+    if s.stage == "prompts":
+        flags += provider_flag("--writer", s.writer) + ["--layout", str(Layout.parse(s.layout or "2x2"))]
+    if s.stage == "grids":
+        flags += ["--teacher", s.teacher.strip()] if (s.teacher or "").strip() else []
+        flags += ["--per-prompt", str(whole_number("grids per prompt", s.per_prompt)),
+                  "--steps", str(whole_number("steps", s.steps))]
+        if (s.size or "").strip():
+            flags += ["--size", "{}x{}".format(*parse_size(s.size.strip()))]
+    if s.stage == "curate":
+        flags += provider_flag("--judge", s.judge) + ["--concurrency", str(whole_number("concurrency", s.concurrency))]
+    return flags
+
+
+def pair_filter(verdict: str, min_confidence, review: str, disagreement: bool) -> tuple[str | None, list]:
+    """The review filters as a where-clause (and its arguments) for `Store.pair_pictures`."""
+    if verdict not in VERDICT_FILTERS:
+        raise UserInputError(f"unknown verdict filter {verdict!r}: use one of {', '.join(VERDICT_FILTERS)}")
+    if review not in REVIEW_FILTERS:
+        raise UserInputError(f"unknown review filter {review!r}: use one of {', '.join(REVIEW_FILTERS)}")
+    clauses = [clause for clause in (VERDICT_FILTERS[verdict], REVIEW_FILTERS[review]) if clause]
+    clauses += [DISAGREEMENT] if disagreement else []
+    args = []
+    if min_confidence:
+        clauses.append("coalesce(verdicts.confidence, 0) >= ?")
+        args.append(float(min_confidence))
+    return (" and ".join(f"({clause})" for clause in clauses) or None), args
+
+
+def store_review(store: Store, pair_id, decision: str, note: str = "") -> dict:
+    """Record a person's decision on a pair; returns the stored review."""
+    if decision not in DECISIONS:
+        raise UserInputError(f"unknown decision {decision!r}: use one of {', '.join(DECISIONS)}")
+    try:
+        pair_id = int(pair_id)
+        store.get("pairs", pair_id)
+    except (KeyError, TypeError, ValueError):
+        raise UserInputError(f"no pair {pair_id!r} in the store: refresh the list") from None
+    store.put("reviews", {"pair_id": pair_id, "decision": decision, "note": (note or "").strip() or None,
+                          "updated_at": utc_now()})
+    return store.get("reviews", pair_id)
+
+
+# what the tab shows
+
+
+def local_time(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+
+
+def job_rows(store: Store) -> list[list]:
+    jobs = store.rows("jobs", WHEEL_JOBS, order_by="id desc", limit=JOBS_SHOWN)
+    return [[job["id"], job["kind"].removeprefix("wheel:"), job["status"],
+             f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
+             local_time(job["started_at"]), job["error"] or ""] for job in jobs]
+
+
+def log_tail(store: Store, job_id) -> str:
+    """The end of the log of job `job_id`, or of the newest wheel job when none is given."""
+    where, args = (f"id = ? and {WHEEL_JOBS}", [int(job_id)]) if job_id else (WHEEL_JOBS, [])
+    jobs = store.rows("jobs", where, args, order_by="id desc", limit=1)
+    if not jobs or not jobs[0]["log_path"] or not Path(jobs[0]["log_path"]).is_file():
+        return ""
+    with open(jobs[0]["log_path"], "rb") as log:
+        log.seek(max(0, Path(jobs[0]["log_path"]).stat().st_size - LOG_BYTES))
+        return log.read().decode("utf-8", "replace")
+
+
+def verdict_label(pair: dict) -> str:
+    if pair["verdict_status"] is None:
+        return ""
+    return "failed" if pair["verdict_status"] != "ok" else "same" if pair["same"] else "not same"
+
+
+def pair_rows(pairs: list[dict]) -> list[list]:
+    return [[p["pair_id"], p["grid_id"], verdict_label(p), p["confidence"], p["decision"] or ""] for p in pairs]
+
+
+VERDICT_FIELDS = (("Subject", "subject"), ("Reference", "description_a"), ("Target", "description_b"),
+                  ("Reasoning", "reasoning"), ("Target caption", "caption_target"),
+                  ("Instruction caption", "caption_instruction"), ("Grid prompt", "grid_prompt"))
+
+
+def verdict_text(pair: dict) -> str:
+    status = verdict_label(pair)
+    if not status:
+        head = "**No verdict yet**: run the *curate* stage."
+    elif status == "failed":
+        head = f"**The judge failed** ({pair['judge']}): {pair['verdict_error']}"
+    else:
+        head = (f"**{'Same subject' if pair['same'] else 'Not the same subject'}**, "
+                f"confidence {pair['confidence']} · judge: {pair['judge']}")
+    shown = VERDICT_FIELDS if status in ("same", "not same") else VERDICT_FIELDS[-1:]
+    return "\n\n".join([head] + [f"**{label}:** {pair[key]}" for label, key in shown if pair[key]])
+
+
+def review_text(pair: dict) -> str:
+    if not pair["decision"]:
+        return "**Not reviewed yet**"
+    return f"**{DECIDED.get(pair['decision'], pair['decision']).capitalize()}**" + (
+        f": {pair['note']}" if pair["note"] else "")
+
+
+def pair_view(store: Store, ids: list[int], index: int) -> tuple:
+    """(index, reference, target, grid, position, verdict, review, note, pair id) for pair `index` of `ids`."""
+    if not ids:
+        return 0, None, None, None, "No pairs match the filters.", "", "", "", None
+    index = min(max(int(index or 0), 0), len(ids) - 1)
+    found = store.pair_pictures("pairs.id = ?", [ids[index]])
+    if not found:
+        return index, None, None, None, f"Pair {ids[index]} is gone: refresh the list.", "", "", "", None
+    pair = found[0]
+    position = f"**{index + 1} of {len(ids)}** · pair {pair['pair_id']} from grid {pair['grid_id']}"
+    return (index, pair["reference_path"], pair["target_path"], pair["grid_path"], position,
+            verdict_text(pair), review_text(pair), pair["note"] or "", pair["pair_id"])
+
+
+# layout
+
+
+def run_form() -> SimpleNamespace:
+    """The Run inputs, in the order `wheel_start` takes them."""
+    f = SimpleNamespace()
+    with gr.Row():
+        f.stage = gr.Dropdown(list(RUNNABLE), value="captions", label="Stage", elem_id="wheel-stage")
+        f.limit = gr.Number(None, label="Limit", info="blank: everything pending", precision=0, elem_id="wheel-limit")
+    with gr.Group(visible=True) as f.captions:
+        f.source = gr.Textbox("", label="Caption file", placeholder="blank: the built-in set; or a txt, csv, jsonl or "
+                              "parquet file on the server", elem_id="wheel-source")
+    with gr.Group(visible=False) as f.prompts, gr.Row():
+        f.writer = gr.Textbox("", label="Prompt writer", placeholder="blank: offline templates; openai:MODEL[@URL] or gemini:MODEL")
+        f.layout = gr.Dropdown(list(LAYOUTS), value="2x2", allow_custom_value=True, label="Layout")
+    with gr.Group(visible=False) as f.grids, gr.Row():
+        f.teacher = gr.Textbox("", label="Teacher", placeholder="blank: the embedded model; a FLUX folder or hub id")
+        f.per_prompt = gr.Number(1, label="Grids per prompt", precision=0)
+        f.size = gr.Textbox("", label="Size", placeholder="blank: 1024 (256 embedded); W or WxH")
+        f.steps = gr.Number(28, label="Steps", precision=0)
+    with gr.Group(visible=False) as f.curate, gr.Row():
+        f.judge = gr.Textbox("", label="Judge", placeholder="blank: offline similarity stand-in; openai:MODEL or gemini:MODEL")
+        f.concurrency = gr.Number(4, label="Concurrency", precision=0)
+    return f
+
+
+def review_panel() -> SimpleNamespace:
+    v = SimpleNamespace()
+    with gr.Row():
+        v.verdict = gr.Dropdown(list(VERDICT_FILTERS), value="all", label="Verdict", elem_id="wheel-verdict-filter")
+        v.min_confidence = gr.Slider(0, 1, value=0, step=0.05, label="Min confidence", elem_id="wheel-confidence")
+        v.review = gr.Dropdown(list(REVIEW_FILTERS), value="all", label="Review", elem_id="wheel-review-filter")
+        v.disagreement = gr.Checkbox(False, label="Person and judge disagree", elem_id="wheel-disagreement")
+    v.position = gr.Markdown(elem_id="wheel-position")
+    with gr.Row(equal_height=True):
+        v.reference = gr.Image(label="Reference", type="filepath", interactive=False, height=360, elem_id="wheel-reference")
+        v.target = gr.Image(label="Target", type="filepath", interactive=False, height=360, elem_id="wheel-target")
+        v.grid = gr.Image(label="Grid it came from", type="filepath", interactive=False, height=360, elem_id="wheel-grid")
+    with gr.Row():
+        v.previous = gr.Button("← Previous (k)", elem_id="wheel-previous", scale=1)
+        v.accept = gr.Button("Accept (a)", variant="primary", elem_id="wheel-accept", scale=1)
+        v.reject = gr.Button("Reject (r)", variant="stop", elem_id="wheel-reject", scale=1)
+        v.flag = gr.Button("Flag (f)", elem_id="wheel-flag", scale=1)
+        v.next = gr.Button("Next (j) →", elem_id="wheel-next", scale=1)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            v.verdict_text = gr.Markdown(elem_id="wheel-verdict")
+        with gr.Column(scale=2):
+            v.review_text = gr.Markdown(elem_id="wheel-review-state")
+            v.note = gr.Textbox(label="Note", placeholder="why (optional), saved with the decision", elem_id="wheel-note")
+    v.table = gr.Dataframe(headers=PAIR_HEADERS, interactive=False, max_height=260, label="Pairs (click one)",
+                           elem_id="wheel-pairs")
+    v.ids, v.index, v.pair_id = gr.State([]), gr.State(0), gr.State(None)
+    return v
+
+
+def run_panel() -> SimpleNamespace:
+    r = SimpleNamespace(form=run_form())
+    with gr.Row():
+        r.start = gr.Button("Start", variant="primary", elem_id="wheel-start")
+        r.stop = gr.Button("Stop", variant="stop", elem_id="wheel-stop")
+        r.job = gr.Number(None, label="Log of job", info="blank: the newest", precision=0, elem_id="wheel-job")
+    r.message = gr.Markdown(elem_id="wheel-message")
+    r.jobs = gr.Dataframe(headers=JOB_HEADERS, interactive=False, max_height=260, label="Jobs", elem_id="wheel-jobs")
+    with gr.Row(equal_height=False):
+        r.log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False, scale=3,
+                           elem_id="wheel-log")
+        r.stats = gr.Dataframe(headers=["count", "value"], interactive=False, max_height=300, label="Stats",
+                               scale=2, elem_id="wheel-stats")
+    with gr.Row():
+        r.caption_style = gr.Radio(list(CAPTION_STYLES), value="target", label="Caption")
+        r.reviewed_only = gr.Checkbox(False, label="Only pairs a person accepted")
+        r.export = gr.Button("Export pairs", elem_id="wheel-export")
+    r.file = gr.File(label="Exported parquet", interactive=False, height=90, elem_id="wheel-file")
+    return r
+
+
+# wiring
+
+
+def build(settings: Settings) -> None:
+    """Lay out the tab inside the current Blocks and wire its events."""
+    store = Store(settings.home)
+    with gr.Tabs():
+        with gr.Tab("Review pairs", id="wheel-review"):
+            v = review_panel()
+        with gr.Tab("Run stages", id="wheel-run"):
+            r = run_panel()
+    timer = gr.Timer(1.0)
+    wire_run(store, r, timer)
+    wire_review(store, v)
+    gr.on(None, None, js=PAGE_JS, api_visibility="private")
+
+
+def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
+    f = r.form
+    groups = [f.captions, f.prompts, f.grids, f.curate]
+    f.stage.change(lambda stage: [gr.Group(visible=group is getattr(f, stage)) for group in groups],
+                   f.stage, groups, queue=False, api_visibility="private")
+    inputs = [f.stage, f.limit, f.source, f.writer, f.layout, f.teacher, f.per_prompt, f.size, f.steps,
+              f.judge, f.concurrency]
+
+    def wheel_start(stage="captions", limit=None, source="", writer="", layout="2x2", teacher="", per_prompt=1,
+                    size="", steps=28, judge="", concurrency=4):
+        """Start a wheel stage as a background job; returns its job id and a message."""
+        with shown_as_gr_error("starting the stage"):
+            flags = stage_flags(StageSettings(stage, limit, source, writer, layout, teacher, per_prompt, size,
+                                              steps, judge, concurrency))
+            home = str(store.home.resolve())
+            job_id = start_job(store, f"wheel:{stage}", dsd_command("wheel", stage, "--home", home, *flags))
+        return job_id, f"Started job {job_id}: `dsd wheel {stage} {' '.join(flags)}`"
+
+    def wheel_stop(job_id=None):
+        """Ask a wheel job (blank: the newest running one) to stop after its current item."""
+        with shown_as_gr_error("stopping the job"):
+            where, args = (f"id = ? and {WHEEL_JOBS}", [int(job_id)]) if job_id else (WHEEL_JOBS, [])
+            jobs = store.rows("jobs", f"{where} and status = 'running'", args, order_by="id desc", limit=1)
+            if not jobs:
+                raise UserInputError(f"no running wheel job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
+            request_stop(store, jobs[0]["id"])
+        return f"Asked job {jobs[0]['id']} to stop; it saves what it has done first."
+
+    def wheel_jobs(job_id=None):
+        """The wheel's jobs (newest first), the log of job `job_id` (blank: the newest) and the stage counts."""
+        with shown_as_gr_error("reading the jobs"):
+            reconcile(store)
+            stats = [[name, value] for name, value in wheel_stats(store).items()]
+            return job_rows(store), log_tail(store, job_id), stats
+
+    def wheel_export(caption_style, reviewed_only):
+        """Write the accepted pairs to a parquet file in the data folder; returns it and a message."""
+        with shown_as_gr_error("exporting"):
+            out = store.home / "exports" / f"pairs-{datetime.now():%Y%m%d-%H%M%S}.parquet"
+            count = export_pairs(store, out, caption_style, bool(reviewed_only))
+        return str(out), f"{count} pairs written to `{out}`"
+
+    r.start.click(wheel_start, inputs, [r.job, r.message], api_name="wheel_start")
+    r.stop.click(wheel_stop, r.job, r.message, queue=False, api_name="wheel_stop")
+    timer.tick(wheel_jobs, r.job, [r.jobs, r.log, r.stats], api_name="wheel_jobs", show_progress="hidden")
+    r.export.click(wheel_export, [r.caption_style, r.reviewed_only], [r.file, r.message], api_name="wheel_export")
+    r.jobs.select(select_job, None, r.job, api_visibility="private")
+
+
+def select_job(event: gr.SelectData):
+    return (event.row_value or [None])[0]
+
+
+def wire_review(store: Store, v: SimpleNamespace) -> None:
+    view = [v.index, v.reference, v.target, v.grid, v.position, v.verdict_text, v.review_text, v.note, v.pair_id]
+    filters = [v.verdict, v.min_confidence, v.review, v.disagreement]
+
+    def wheel_pairs(verdict, min_confidence, review, disagreement):
+        """The pairs that pass the filters (first 2000, oldest first), as a table."""
+        with shown_as_gr_error("reading the pairs"):
+            where, args = pair_filter(verdict, min_confidence, review, bool(disagreement))
+            pairs = store.pair_pictures(where, args, limit=PAIRS_SHOWN)
+        return pair_rows(pairs), [pair["pair_id"] for pair in pairs]
+
+    def show(ids, index=0, step=0):
+        with shown_as_gr_error("reading the pair"):
+            return pair_view(store, ids, int(index or 0) + step)
+
+    def wheel_review(pair_id: int, decision: str, note: str = "") -> dict:
+        """Record a person's decision (accept, reject or flag) and note on a pair; returns the stored review."""
+        with shown_as_gr_error("saving the review"):
+            return store_review(store, pair_id, decision, note)
+
+    def decide(decision: str):
+        def review_and_next(pair_id, note, ids, index):
+            if pair_id is None:
+                raise gr.Error("no pair is shown: change the filters", print_exception=False)
+            wheel_review(pair_id, decision, note)
+            table = pair_rows(store.pair_pictures("pairs.id in (select value from json_each(?))", [json.dumps(ids)]))
+            return table, *show(ids, index, 1)
+
+        return review_and_next
+
+    def select_pair(ids, event: gr.SelectData):
+        return show(ids, event.index[0])
+
+    # No triggers: on page load and whenever a filter changes.
+    gr.on(None, wheel_pairs, filters, [v.table, v.ids], api_name="wheel_pairs", trigger_mode="always_last").then(
+        show, [v.ids], view, api_visibility="private")
+    gr.api(wheel_review, api_name="wheel_review")
+    v.previous.click(lambda ids, index: show(ids, index, -1), [v.ids, v.index], view, api_visibility="private")
+    v.next.click(lambda ids, index: show(ids, index, 1), [v.ids, v.index], view, api_visibility="private")
+    for button, decision in ((v.accept, "accept"), (v.reject, "reject"), (v.flag, "flag")):
+        button.click(decide(decision), [v.pair_id, v.note, v.ids, v.index], [v.table, *view], api_visibility="private")
+    v.table.select(select_pair, [v.ids], view, api_visibility="private")
