@@ -1,5 +1,7 @@
 """A running studio on a free port of 127.0.0.1, with its own data folder, closed after use."""
 
+import os
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,3 +43,39 @@ def studio(tmp_path_factory):
 def start_studio():
     """`start_studio(home, gpu_wrapper=None)`, a context manager, for a test that needs its own studio."""
     return running_studio
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("DSD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and DSD_REQUIRE_BROWSER=1: apt-get install chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def save_screenshot(page, name: str) -> None:
+    """`test-artifacts/<name>`, and `docs/<readme-name>` for the README when DSD_UPDATE_SCREENSHOT=1."""
+    artifact = ROOT / "test-artifacts" / name
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifact), full_page=True)
+    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(artifact, ROOT / "docs" / README_NAMES[name])
+
+
+README_NAMES = {"studio-generate.png": "studio.png", "wheel-review.png": "wheel.png"}

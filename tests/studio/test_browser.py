@@ -1,38 +1,11 @@
 """The Generate tab in a real browser: upload, prompt, generate, see the picture and the history."""
 
-import os
 import re
-import shutil
-from pathlib import Path
-
-import pytest
 
 from pipeline.modes import MODES
+from tests.studio.conftest import ROOT, TIMEOUT_MS, save_screenshot
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOT = ROOT / "test-artifacts" / "studio-generate.png"
-README_SCREENSHOT = ROOT / "docs" / "studio.png"
 PROMPT = "a photo of the cat sleeping on a pile of books"
-TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("DSD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and DSD_REQUIRE_BROWSER=1: apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_generate_in_the_browser(browser, studio):
@@ -60,11 +33,7 @@ def test_generate_in_the_browser(browser, studio):
     expect(page.locator("#history-details")).to_contain_text(str(row["seed"]))
     assert row["params"]["steps"] == 4 and (row["params"]["width"], row["params"]["height"]) == (128, 128)
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1":
-        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
+    save_screenshot(page, "studio-generate.png")
 
     page.get_by_label("Relighting").check()
     expect(page.locator("#mode-hint")).to_contain_text(MODES["relight"].hint)

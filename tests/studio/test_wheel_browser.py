@@ -1,18 +1,13 @@
 """The Data wheel tab in a real browser: see a pair, review it from the keyboard, filter the list."""
 
-import os
-import shutil
 import time
 
 import pytest
 
 from pipeline.store import Store
-from tests.studio.conftest import running_studio
-from tests.studio.test_browser import ROOT, TIMEOUT_MS, browser  # noqa: F401 (the fixture)
+from tests.studio.conftest import TIMEOUT_MS, running_studio, save_screenshot
 from tests.studio.test_wheel_tab import run_offline_wheel
 
-SCREENSHOT = ROOT / "test-artifacts" / "wheel-review.png"
-README_SCREENSHOT = ROOT / "docs" / "wheel.png"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def wait_for_review(store: Store, pair_id: int, timeout: float = 20) -> dict | N
     return None
 
 
-def test_review_pairs_from_the_keyboard(browser, wheel_studio):  # noqa: F811
+def test_review_pairs_from_the_keyboard(browser, wheel_studio):
     from playwright.sync_api import expect
 
     store = Store(wheel_studio.home)
@@ -62,11 +57,7 @@ def test_review_pairs_from_the_keyboard(browser, wheel_studio):  # noqa: F811
     assert store.count("reviews") == 1, "typing in the note box must not trigger shortcuts"
     expect(page.locator("#wheel-review-state")).to_contain_text("Not reviewed yet")
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1":
-        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
+    save_screenshot(page, "wheel-review.png")
 
     page.keyboard.press("k")
     expect(position).to_contain_text(f"1 of {total}")
