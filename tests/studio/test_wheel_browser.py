@@ -2,20 +2,10 @@
 
 import time
 
-import pytest
 
 from pipeline.store import Store
-from tests.studio.conftest import TIMEOUT_MS, running_studio, save_screenshot
-from tests.studio.test_wheel_tab import run_offline_wheel
+from tests.studio.conftest import TIMEOUT_MS, save_screenshot
 
-
-
-@pytest.fixture(scope="module")
-def wheel_studio(tmp_path_factory):
-    home = tmp_path_factory.mktemp("wheel-browser")
-    run_offline_wheel(home)
-    with running_studio(home) as running:
-        yield running
 
 
 def wait_for_review(store: Store, pair_id: int, timeout: float = 20) -> dict | None:

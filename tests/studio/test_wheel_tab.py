@@ -1,43 +1,13 @@
 """The Data wheel tab through its HTTP API (gradio_client): stages as jobs, filters, reviews, export."""
 
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from gradio_client import Client
 
-from pipeline import wheel
 from pipeline.store import Store
-from tests.studio.conftest import running_studio
-
-CURATED = 30  # pairs the judge has seen; the rest have no verdict yet
-
-
-def run_offline_wheel(home: Path) -> Store:
-    """Every stage in-process on the embedded default, then one "not same" and one failed verdict, as a VLM gives."""
-    store = Store(home)
-    wheel.run_captions(store, limit=3)
-    wheel.run_prompts(store)
-    wheel.run_grids(store, steps=2, size=(128, 128))
-    wheel.run_pairs(store)
-    wheel.run_curate(store, limit=CURATED)
-    judged = [pair["pair_id"] for pair in store.pair_pictures("verdicts.status = 'ok'")]
-    store.put("verdicts", {"pair_id": judged[1], "status": "ok", "same": 0, "confidence": 0.95,
-                           "subject": "two different robots", "description_a": "a red robot", "description_b": "a blue robot",
-                           "reasoning": "the colours differ", "judge": "test"})
-    store.put("verdicts", {"pair_id": judged[2], "status": "failed", "same": None, "confidence": None,
-                           "error": "the reply was not JSON", "judge": "test"})
-    return store
-
-
-@pytest.fixture(scope="module")
-def wheel_studio(tmp_path_factory):
-    home = tmp_path_factory.mktemp("wheel-studio")
-    run_offline_wheel(home)
-    with running_studio(home) as running:
-        yield running
-
+from tests.studio.conftest import CURATED
 
 @pytest.fixture(scope="module")
 def client(wheel_studio):
