@@ -204,6 +204,23 @@ def test_server_errors_past_the_retries_fail_the_pair_and_the_run_goes_on(kind, 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_server_that_times_out_fails_the_pair_and_the_run_goes_on(kind, fake_api, references):
+    fake_api.reply = lambda body: json.dumps(GOOD)
+    fake_api.latency = 1.0
+    provider = (OpenAICompatibleProvider("gpt-test", base_url=fake_api.openai_base_url, timeout=0.2, max_retries=0)
+                if kind == "openai" else
+                GeminiProvider("gemini-test", base_url=fake_api.url, timeout=0.2, max_retries=0))
+    seen = {}
+
+    stats = curate([("slow", references["cat"], references["coffee"])], VLMJudge(provider),
+                   on_result=lambda item, result, cached: seen.update({item: result}))
+
+    assert isinstance(seen["slow"], JudgeFailure) and "\n" not in str(seen["slow"])
+    assert "time" in str(seen["slow"]).lower()
+    assert (stats.judged, stats.failed) == (0, 1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_rejected_key_stops_the_run_and_says_what_to_do(kind, fake_api, references):
     fake_api.reply = lambda body: json.dumps(GOOD)
     fake_api.fail_with(*[401] * 50)
