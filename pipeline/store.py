@@ -289,6 +289,35 @@ class Store:
         with self._connect() as db:
             return [dict(row) for row in db.query(query, args or [])]
 
+    def review_queue(self, verdict: str = "all", min_confidence: float = 0, review: str = "all",
+                     disagreement: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        """Pairs for a person to review, by the judge's verdict, its confidence, the review state, and
+        whether the person and the judge disagree. Unknown filter names raise ValueError."""
+        if verdict not in VERDICT_FILTERS or review not in REVIEW_FILTERS:
+            raise ValueError(f"verdict filter must be one of {', '.join(VERDICT_FILTERS)}; "
+                             f"review filter one of {', '.join(REVIEW_FILTERS)}")
+        clauses = [c for c in (VERDICT_FILTERS[verdict], REVIEW_FILTERS[review]) if c]
+        clauses += [DISAGREEMENT] if disagreement else []
+        args = []
+        if min_confidence:
+            clauses.append("coalesce(verdicts.confidence, 0) >= ?")
+            args.append(float(min_confidence))
+        return self.pair_pictures(" and ".join(f"({c})" for c in clauses) or None, args, limit=limit)
+
+    def pairs_by_id(self, pair_ids: list[int]) -> list[dict[str, Any]]:
+        return self.pair_pictures("pairs.id in (select value from json_each(?))", [json.dumps(list(pair_ids))])
+
+    def jobs(self, kind_prefix: str, job_id: int | None = None, running: bool = False,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """Jobs of a kind (e.g. "wheel:"), newest first; one of them by id, or only the running ones."""
+        where, args = ["kind like ?"], [f"{kind_prefix}%"]
+        if job_id is not None:
+            where.append("id = ?")
+            args.append(int(job_id))
+        if running:
+            where.append("status = 'running'")
+        return self.rows("jobs", " and ".join(where), args, order_by="id desc", limit=limit)
+
     def accepted_pairs(self, reviewed_only: bool = False) -> list[dict[str, Any]]:
         """Pairs the judge called the same subject and no person rejected (only accepted ones if asked)."""
         where = "verdicts.status = 'ok' and verdicts.same = 1 and coalesce(reviews.decision, '') != 'reject'"
@@ -387,6 +416,20 @@ PENDING = {
     "curate": ("pairs", "id not in (select pair_id from verdicts where status = 'ok')"),
 }
 
+
+# The review filters: the judge's verdict, a person's decision, and where the two disagree.
+VERDICT_FILTERS = {
+    "all": None,
+    "same": "verdicts.status = 'ok' and verdicts.same = 1",
+    "not same": "verdicts.status = 'ok' and verdicts.same = 0",
+    "failed": "verdicts.status = 'failed'",
+    "none yet": "verdicts.pair_id is null",
+}
+REVIEW_DECISIONS = {"accept": "accepted", "reject": "rejected", "flag": "flagged"}
+REVIEW_FILTERS = {"all": None, "unreviewed": "reviews.decision is null",
+                  **{label: f"reviews.decision = '{decision}'" for decision, label in REVIEW_DECISIONS.items()}}
+DISAGREEMENT = ("verdicts.status = 'ok' and ((verdicts.same = 1 and reviews.decision = 'reject') "
+                "or (verdicts.same = 0 and reviews.decision = 'accept'))")
 
 PAIR_VIEW = """
 select pairs.id as pair_id, pairs.grid_id, a.path as reference_path, b.path as target_path,

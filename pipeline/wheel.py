@@ -22,7 +22,8 @@ from pipeline.grid_prompts import PROMPT_VERSION, duplicate_sources, make_prompt
 from pipeline.grids import Layout, compose_pairs, panel_problem, split_grid
 from pipeline.jobs import JobReporter
 from pipeline.providers import make_provider
-from pipeline.store import Store
+from pipeline.errors import UserInputError
+from pipeline.store import REVIEW_DECISIONS, Store, utc_now
 
 PROMPT_BATCH = 32  # prompts written per store transaction: a crash loses at most this many LLM calls
 
@@ -224,6 +225,29 @@ def run_curate(store: Store, judge: str | None = None, concurrency: int = 4, lim
     if usd_per_mtok:
         result.details["usd"] = round((stats.input_tokens * usd_per_mtok[0] + stats.output_tokens * usd_per_mtok[1]) / 1e6, 4)
     return result
+
+
+def review_pair(store: Store, pair_id, decision: str, note: str = "") -> dict:
+    """Record a person's decision (accept, reject or flag) and note on a pair; returns the stored review."""
+    if decision not in REVIEW_DECISIONS:
+        raise UserInputError(f"unknown decision {decision!r}: use one of {', '.join(REVIEW_DECISIONS)}")
+    try:
+        pair_id = int(pair_id)
+        store.get("pairs", pair_id)
+    except (KeyError, TypeError, ValueError):
+        raise UserInputError(f"no pair {pair_id!r} in the store: refresh the list") from None
+    store.put("reviews", {"pair_id": pair_id, "decision": decision, "note": (note or "").strip() or None,
+                          "updated_at": utc_now()})
+    return store.get("reviews", pair_id)
+
+
+def review_queue(store: Store, verdict: str = "all", min_confidence: float = 0, review: str = "all",
+                 disagreement: bool = False, limit: int | None = None) -> list[dict]:
+    """The pairs that pass the review filters (see `Store.review_queue`), oldest first."""
+    try:
+        return store.review_queue(verdict, min_confidence, review, disagreement, limit)
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
 
 
 def wheel_stats(store: Store) -> dict:

@@ -21,28 +21,14 @@ from pipeline.images import parse_size
 from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
 from pipeline.providers import make_provider
 from pipeline.service import Settings
-from pipeline.store import Store, utc_now
-from pipeline.wheel import wheel_stats
+from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
+from pipeline.wheel import review_pair, review_queue, wheel_stats
 from studio.generate_tab import shown_as_gr_error
 
 RUNNABLE = ("captions", "prompts", "grids", "pairs", "curate")
 JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
 JOBS_SHOWN, PAIRS_SHOWN, LOG_BYTES = 20, 2000, 6000
-WHEEL_JOBS = "kind like 'wheel:%'"
-DECISIONS = ("accept", "reject", "flag")
-DECIDED = {"accept": "accepted", "reject": "rejected", "flag": "flagged"}
-VERDICT_FILTERS = {
-    "all": None,
-    "same": "verdicts.status = 'ok' and verdicts.same = 1",
-    "not same": "verdicts.status = 'ok' and verdicts.same = 0",
-    "failed": "verdicts.status = 'failed'",
-    "none yet": "verdicts.pair_id is null",
-}
-REVIEW_FILTERS = {"all": None, "unreviewed": "reviews.decision is null",
-                  **{label: f"reviews.decision = '{decision}'" for decision, label in DECIDED.items()}}
-DISAGREEMENT = ("verdicts.status = 'ok' and ((verdicts.same = 1 and reviews.decision = 'reject') "
-                "or (verdicts.same = 0 and reviews.decision = 'accept'))")
 SHORTCUTS = {"a": "wheel-accept", "r": "wheel-reject", "f": "wheel-flag", "j": "wheel-next",
              "ArrowRight": "wheel-next", "k": "wheel-previous", "ArrowLeft": "wheel-previous"}
 # Small pictures are drawn as large as their frame (gradio shows them at their own size).
@@ -128,35 +114,6 @@ def stage_flags(s: StageSettings) -> list[str]:
     return flags
 
 
-def pair_filter(verdict: str, min_confidence, review: str, disagreement: bool) -> tuple[str | None, list]:
-    """The review filters as a where-clause (and its arguments) for `Store.pair_pictures`."""
-    if verdict not in VERDICT_FILTERS:
-        raise UserInputError(f"unknown verdict filter {verdict!r}: use one of {', '.join(VERDICT_FILTERS)}")
-    if review not in REVIEW_FILTERS:
-        raise UserInputError(f"unknown review filter {review!r}: use one of {', '.join(REVIEW_FILTERS)}")
-    clauses = [clause for clause in (VERDICT_FILTERS[verdict], REVIEW_FILTERS[review]) if clause]
-    clauses += [DISAGREEMENT] if disagreement else []
-    args = []
-    if min_confidence:
-        clauses.append("coalesce(verdicts.confidence, 0) >= ?")
-        args.append(float(min_confidence))
-    return (" and ".join(f"({clause})" for clause in clauses) or None), args
-
-
-def store_review(store: Store, pair_id, decision: str, note: str = "") -> dict:
-    """Record a person's decision on a pair; returns the stored review."""
-    if decision not in DECISIONS:
-        raise UserInputError(f"unknown decision {decision!r}: use one of {', '.join(DECISIONS)}")
-    try:
-        pair_id = int(pair_id)
-        store.get("pairs", pair_id)
-    except (KeyError, TypeError, ValueError):
-        raise UserInputError(f"no pair {pair_id!r} in the store: refresh the list") from None
-    store.put("reviews", {"pair_id": pair_id, "decision": decision, "note": (note or "").strip() or None,
-                          "updated_at": utc_now()})
-    return store.get("reviews", pair_id)
-
-
 # what the tab shows
 
 
@@ -165,7 +122,7 @@ def local_time(iso: str | None) -> str:
 
 
 def job_rows(store: Store) -> list[list]:
-    jobs = store.rows("jobs", WHEEL_JOBS, order_by="id desc", limit=JOBS_SHOWN)
+    jobs = store.jobs("wheel:", limit=JOBS_SHOWN)
     return [[job["id"], job["kind"].removeprefix("wheel:"), job["status"],
              f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
              local_time(job["started_at"]), job["error"] or ""] for job in jobs]
@@ -173,8 +130,7 @@ def job_rows(store: Store) -> list[list]:
 
 def log_tail(store: Store, job_id) -> str:
     """The end of the log of job `job_id`, or of the newest wheel job when none is given."""
-    where, args = (f"id = ? and {WHEEL_JOBS}", [int(job_id)]) if job_id else (WHEEL_JOBS, [])
-    jobs = store.rows("jobs", where, args, order_by="id desc", limit=1)
+    jobs = store.jobs("wheel:", job_id=int(job_id) if job_id else None, limit=1)
     if not jobs or not jobs[0]["log_path"] or not Path(jobs[0]["log_path"]).is_file():
         return ""
     with open(jobs[0]["log_path"], "rb") as log:
@@ -213,7 +169,7 @@ def verdict_text(pair: dict) -> str:
 def review_text(pair: dict) -> str:
     if not pair["decision"]:
         return "**Not reviewed yet**"
-    return f"**{DECIDED.get(pair['decision'], pair['decision']).capitalize()}**" + (
+    return f"**{REVIEW_DECISIONS.get(pair['decision'], pair['decision']).capitalize()}**" + (
         f": {pair['note']}" if pair["note"] else "")
 
 
@@ -346,8 +302,7 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     def wheel_stop(job_id=None):
         """Ask a wheel job (blank: the newest running one) to stop after its current item."""
         with shown_as_gr_error("stopping the job"):
-            where, args = (f"id = ? and {WHEEL_JOBS}", [int(job_id)]) if job_id else (WHEEL_JOBS, [])
-            jobs = store.rows("jobs", f"{where} and status = 'running'", args, order_by="id desc", limit=1)
+            jobs = store.jobs("wheel:", job_id=int(job_id) if job_id else None, running=True, limit=1)
             if not jobs:
                 raise UserInputError(f"no running wheel job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
             request_stop(store, jobs[0]["id"])
@@ -385,8 +340,7 @@ def wire_review(store: Store, v: SimpleNamespace) -> None:
     def wheel_pairs(verdict, min_confidence, review, disagreement):
         """The pairs that pass the filters (first 2000, oldest first), as a table."""
         with shown_as_gr_error("reading the pairs"):
-            where, args = pair_filter(verdict, min_confidence, review, bool(disagreement))
-            pairs = store.pair_pictures(where, args, limit=PAIRS_SHOWN)
+            pairs = review_queue(store, verdict, min_confidence, review, bool(disagreement), limit=PAIRS_SHOWN)
         return pair_rows(pairs), [pair["pair_id"] for pair in pairs]
 
     def show(ids, index=0, step=0):
@@ -396,14 +350,14 @@ def wire_review(store: Store, v: SimpleNamespace) -> None:
     def wheel_review(pair_id: int, decision: str, note: str = "") -> dict:
         """Record a person's decision (accept, reject or flag) and note on a pair; returns the stored review."""
         with shown_as_gr_error("saving the review"):
-            return store_review(store, pair_id, decision, note)
+            return review_pair(store, pair_id, decision, note)
 
     def decide(decision: str):
         def review_and_next(pair_id, note, ids, index):
             if pair_id is None:
                 raise gr.Error("no pair is shown: change the filters", print_exception=False)
             wheel_review(pair_id, decision, note)
-            table = pair_rows(store.pair_pictures("pairs.id in (select value from json_each(?))", [json.dumps(ids)]))
+            table = pair_rows(store.pairs_by_id(ids))
             return table, *show(ids, index, 1)
 
         return review_and_next
