@@ -179,11 +179,18 @@ class DSDPipeline(FluxPipeline):
 
     def encode_condition(self, references, height, width, per_reference, fit, generator) -> torch.Tensor:
         """VAE latents of `[reference | black]` (black = -1 in VAE input space), packed."""
-        panels = [fit_to_panel(reference, width, height, fit) for reference in references]
-        pixels = self.image_processor.preprocess(panels, height=height, width=width)
-        pixels = pixels.repeat_interleave(per_reference, dim=0)
-        canvas = torch.cat([pixels, torch.full_like(pixels, -1.0)], dim=-1)
-        canvas = canvas.to(device=self._execution_device, dtype=self.vae.dtype)
+        return self.encode_canvas(references, None, height, width, fit, generator, per_reference)
+
+    def encode_canvas(self, left, right, height, width, fit="crop", generator=None, repeat: int = 1) -> torch.Tensor:
+        """Packed VAE latents of the two-panel canvas `[left | right]`; `right=None` is black.
+        Training encodes `[reference | target]` with this, the generator `[reference | black]`."""
+        def pixels(images):
+            panels = [fit_to_panel(image, width, height, fit) for image in images]
+            return self.image_processor.preprocess(panels, height=height, width=width).repeat_interleave(repeat, dim=0)
+
+        left_pixels = pixels(left)
+        right_pixels = torch.full_like(left_pixels, -1.0) if right is None else pixels(right)
+        canvas = torch.cat([left_pixels, right_pixels], dim=-1).to(device=self._execution_device, dtype=self.vae.dtype)
         latents = self.vae.encode(canvas).latent_dist.sample(generator)
         latents = (latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
         batch, channels, latent_height, latent_width = latents.shape

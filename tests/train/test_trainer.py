@@ -1,0 +1,104 @@
+"""The trainer on the embedded tiny model and a few real pairs: it learns, and writes weights the generator loads."""
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from pipeline.weights import ModelSpec, load_generator
+from train.config import RELEASED_TARGETS, TrainConfig
+from train.trainer import canvas_halves, flow_matching_loss, train
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+# The tiny base is untrained: its output projection is a random 32->64 map, so the LoRA also
+# adapts the MLPs and the projections, or it could only fit a subspace of the velocity.
+TINY_TARGETS = list(RELEASED_TARGETS) + ["proj_out", "norm_out.linear", "transformer_blocks.*.ff.net.0.proj",
+                                         "transformer_blocks.*.ff.net.2", "single_transformer_blocks.*.proj_mlp",
+                                         "single_transformer_blocks.*.proj_out"]
+
+
+def png(image: Image.Image) -> dict:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """Three real pairs: a crop of each example photo, and a mirrored other crop of it as the target."""
+    rows = []
+    for name, caption in (("cat.jpg", "the cat"), ("coffee.jpg", "the cup of coffee"), ("astronaut.jpg", "the astronaut")):
+        photo = Image.open(EXAMPLES / name).convert("RGB")
+        w, h = photo.size
+        reference = photo.crop((0, 0, int(w * 0.8), int(h * 0.8)))
+        target = ImageOps.mirror(photo.crop((int(w * 0.2), int(h * 0.2), w, h)))
+        rows.append({"image": png(target), "conditioning": png(reference), "caption": caption})
+    path = tmp_path_factory.mktemp("pairs") / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(pairs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data=str(pairs), out=str(folder / "run"), resolution=64, rank=8, learning_rate=1e-2,
+                         steps=250, batch_size=3, condition_dropout=0, caption_dropout=0, target_modules=TINY_TARGETS)
+    metrics = []
+    weights = train(config, folder / "home", on_metrics=metrics.append)
+    return config, weights, metrics, folder / "home"
+
+
+def held_out_loss(transformer, config, home) -> float:
+    """The loss at fixed timesteps and noise (seeded), so before and after are comparable."""
+    from train.trainer import cache_folder
+
+    folder = cache_folder(config, home)
+    examples = [torch.load(folder / f"{i}.pt") for i in range(3)]
+    empty = torch.load(folder / "empty.0.pt")
+    batch = {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
+    pipe_ids = load_generator(ModelSpec())
+    latent = config.resolution // pipe_ids.vae_scale_factor
+    ids = {"image": pipe_ids._prepare_latent_image_ids(1, latent // 2, latent, "cpu", torch.float32),
+           "text": torch.zeros(empty["prompt"].shape[0], 3)}
+    left = canvas_halves(config.resolution, pipe_ids.vae_scale_factor)
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        losses = [flow_matching_loss(transformer, batch, empty, config, ids, 0.5, left)[0].item() for _ in range(20)]
+    return sum(losses) / len(losses)
+
+
+def test_loss_falls_on_the_training_pairs(trained):
+    config, weights, metrics, home = trained
+    assert [m["step"] for m in metrics] == list(range(1, config.steps + 1))
+    before = held_out_loss(load_generator(ModelSpec()).transformer, config, home)
+    after = held_out_loss(load_generator(ModelSpec(dsd=str(weights))).transformer, config, home)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_trained_output_is_closer_to_the_target(trained, pairs):
+    config, weights, _, _ = trained
+    row = pq.read_table(pairs).to_pylist()[0]
+    reference, target = (Image.open(io.BytesIO(row[key]["bytes"])) for key in ("conditioning", "image"))
+
+    def distance(spec: ModelSpec) -> float:
+        pipe = load_generator(spec)
+        target_latents = pipe._unpack_latents(pipe.encode_canvas([reference], [target], 64, 64,
+                                                                  generator=torch.Generator().manual_seed(0)), 64, 128, 8)
+        out = pipe(reference, row["caption"], height=64, width=64, num_inference_steps=8, output_type="latent",
+                   generator=torch.Generator().manual_seed(0)).images
+        return torch.mean((out - target_latents[..., 8:]) ** 2).item()
+
+    assert distance(ModelSpec(dsd=str(weights))) < 0.8 * distance(ModelSpec())
+
+
+def test_unknown_target_modules_are_refused(pairs, tmp_path):
+    from pipeline.errors import UserInputError
+
+    config = TrainConfig(data=str(pairs), out=str(tmp_path / "run"), resolution=64, rank=4, steps=1,
+                         target_modules=["no_such_layer"])
+    with pytest.raises(UserInputError, match="match no layer"):
+        train(config, tmp_path / "home")
