@@ -60,7 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--enhance", action="store_true", help="rewrite the prompt with the provider in DSD_ENHANCER")
     add_model_flags(gen)
     add_wheel_commands(commands, common)
+    training = commands.add_parser("train", parents=[common], help="fine-tune a DSD LoRA in the foreground")
+    training.add_argument("--config", required=True, type=Path, help="a YAML file of train.config.TrainConfig settings")
     return parser
+
+
+def run_train(args) -> int:
+    from pipeline.store import data_home
+    from train.config import TrainConfig
+    from train.trainer import train
+
+    config = TrainConfig.from_yaml(args.config)
+
+    def report(metrics: dict) -> None:
+        if metrics["step"] % config.log_every == 0 or metrics["step"] == config.steps:
+            print(f"step {metrics['step']}/{config.steps}  loss {metrics['loss']:.4f}  "
+                  f"(reference {metrics['loss_reference']:.4f}, target {metrics['loss_target']:.4f})  lr {metrics['lr']:.2e}",
+                  flush=True)
+
+    print(f"weights written to {train(config, data_home(getattr(args, 'home', None)), on_metrics=report)}")
+    return 0
 
 
 def add_wheel_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -203,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     try:
-        return {"generate": run_generate, "studio": run_studio, "wheel": run_wheel}[args.command](args)
+        commands = {"generate": run_generate, "studio": run_studio, "wheel": run_wheel, "train": run_train}
+        return commands[args.command](args)
     except UserInputError as error:
         print(f"dsd: error: {error}", file=sys.stderr)
         return 2

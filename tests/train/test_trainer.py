@@ -102,3 +102,36 @@ def test_unknown_target_modules_are_refused(pairs, tmp_path):
                          target_modules=["no_such_layer"])
     with pytest.raises(UserInputError, match="match no layer"):
         train(config, tmp_path / "home")
+
+
+def test_dsd_train_runs_in_the_foreground_and_dsd_generate_uses_its_weights(pairs, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    config = TrainConfig(data=str(pairs), out=str(tmp_path / "run"), resolution=64, rank=4, steps=4, batch_size=3,
+                         log_every=2)
+    config.to_yaml(tmp_path / "run.yaml")
+    dsd = [sys.executable, "-m", "studio.cli"]
+    result = subprocess.run([*dsd, "train", "--config", str(tmp_path / "run.yaml"), "--home", str(tmp_path / "home")],
+                            capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "step 4/4" in result.stdout and "weights written to" in result.stdout
+    out = tmp_path / "out.png"
+    result = subprocess.run([*dsd, "generate", "--image", str(EXAMPLES / "cat.jpg"), "--prompt", "the cat",
+                             "--dsd", str(tmp_path / "run" / "weights"), "--size", "64", "--steps", "2",
+                             "--out", str(out), "--home", str(tmp_path / "home")],
+                            capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(out).size == (64, 64)
+
+
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, pairs):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text(f"data: {pairs}\nrank: 0\n")
+    result = subprocess.run([sys.executable, "-m", "studio.cli", "train", "--config", str(tmp_path / "bad.yaml")],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert result.returncode == 2 and "rank must be at least 1" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
