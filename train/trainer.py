@@ -8,10 +8,12 @@ released target modules. Runs as one process or under `accelerate launch`.
 """
 
 import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
 import torch
 from accelerate import Accelerator
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
@@ -42,10 +44,6 @@ def cache_folder(config: TrainConfig, home: Path) -> Path:
 @torch.no_grad()
 def precompute(pipe, config: TrainConfig, folder: Path, accelerator: Accelerator) -> list[Example]:
     """VAE latents and text embeddings, computed once and kept on disk; each rank computes its share."""
-    import io
-
-    import PIL.Image
-
     table = read_pairs(config.data).to_pylist()
     folder.mkdir(parents=True, exist_ok=True)
     size = config.resolution
