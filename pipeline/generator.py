@@ -84,12 +84,15 @@ class DSDPipeline(FluxPipeline):
         return_reconstruction: bool = False,
         output_type: str = "pil",
         callback_on_step_end: Callable[[int, int], None] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
     ) -> DSDPipelineOutput:
         """Generate `num_images_per_prompt` pictures per (reference, prompt) pair.
 
         `height` x `width` is the size of one panel (the canvas is twice as wide). `generator`
         may be a list with one generator per output picture, so a seed gives the same picture
-        alone or in a batch. `callback_on_step_end(step, total)` reports progress.
+        alone or in a batch. `callback_on_step_end(step, total)` reports progress. Precomputed
+        `prompt_embeds` / `pooled_prompt_embeds` (one per prompt) skip the text encoders, as in FLUX.
         """
         references, prompts = self.check_dsd_inputs(
             image, prompt, height, width, num_inference_steps, generator, num_images_per_prompt
@@ -104,6 +107,7 @@ class DSDPipeline(FluxPipeline):
         text = self.encode_prompt(
             prompt=prompts, prompt_2=None, device=device,
             num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length,
+            prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
         )
         empty = None
         if UNCOND in passes or IMAGE_ONLY in passes:

@@ -19,12 +19,27 @@ from pipeline.store import Store, utc_now
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGKILL
-ACTIVE = ("running",)
+GRACE_BY_KIND = {"train": 300}  # a trainer writes a checkpoint before it exits
 
 
 def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     """Spawn `argv` (an argument list, never a shell line) as job `kind`; returns the job id at once."""
-    job_id = store.insert("jobs", {"kind": kind, "status": "running", "args": argv, "done": 0, "stop_requested": 0})
+    job_id = create_job(store, kind, argv, status="queued")
+    spawn_job(store, job_id, env)
+    return job_id
+
+
+def create_job(store: Store, kind: str, argv: list[str], status: str = "queued", **fields) -> int:
+    """A job row without a process yet: it waits in a queue (`spawn_job` starts it), or is this process."""
+    return store.insert("jobs", {"kind": kind, "status": status, "args": argv, "done": 0, "stop_requested": 0,
+                                 **fields})
+
+
+def spawn_job(store: Store, job_id: int, env: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
+    """Start (or start again, to resume) job `job_id`'s command in its own process session, logging
+    to its log file; `argv` replaces the stored command (a fresh port, say)."""
+    job = store.get("jobs", job_id)
+    argv = argv or job["args"]
     log_path = store.home / "logs" / f"job-{job_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The job imports this project whatever its working directory, installed or not.
@@ -34,8 +49,14 @@ def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | No
             [*argv, "--job", str(job_id)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, "PYTHONPATH": path, **(env or {})},
         )
-    store.update("jobs", job_id, {"pid": process.pid, "log_path": str(log_path), "started_at": utc_now()})
-    return job_id
+    store.update("jobs", job_id, {"pid": process.pid, "log_path": str(log_path), "started_at": utc_now(),
+                                  "status": "running", "stop_requested": 0, "error": None, "ended_at": None,
+                                  "args": argv})
+
+
+def claim_job(store: Store, job_id: int) -> bool:
+    """Move a queued job to "running" if nobody else did first (the studio and a finishing run may both try)."""
+    return store.transition("jobs", job_id, "status", "queued", "running")
 
 
 def dsd_command(*args: str) -> list[str]:
@@ -63,10 +84,10 @@ def reconcile(store: Store, now: float | None = None) -> None:
                     "ended_at": utc_now(),
                 })
         elif job["stop_requested"]:
-            waited = now - job["stop_requested"]
-            if waited > 2 * STOP_GRACE_S:
+            waited, grace = now - job["stop_requested"], GRACE_BY_KIND.get(job["kind"], STOP_GRACE_S)
+            if waited > 2 * grace:
                 _signal_group(job["pid"], signal.SIGKILL)
-            elif waited > STOP_GRACE_S:
+            elif waited > grace:
                 _signal_group(job["pid"], signal.SIGINT)
 
 

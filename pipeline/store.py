@@ -40,7 +40,7 @@ class TableSpec:
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()  # what makes a row "already done": reruns skip it
     foreign_keys: tuple[tuple[str, str, str], ...] = ()  # (column, other table, other column)
-    pk: str = "id"
+    pk: str | tuple[str, ...] = "id"
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,6 +126,27 @@ SCHEMA: dict[str, TableSpec] = {
                  "started_at": str, "ended_at": str},
         json_columns=frozenset({"args"}),
         indexes=(("status",),),
+    ),
+    # Training: a run is a job (kind "train", same id) with its settings here; resuming spawns the same job again.
+    "runs": TableSpec(
+        columns={"id": int, "name": str, "config": str, "out": str, "devices": str, "processes": int,
+                 "save_requested": int, "sample_requested": int, "resumed_from": int, "weights": str,
+                 "rank_digests": str, "created_at": str},
+        json_columns=frozenset({"config", "rank_digests"}),
+        foreign_keys=(("id", "jobs", "id"),),
+    ),
+    # Written by rank 0 only, in batches; rows past a checkpoint are dropped when a run resumes from it.
+    "run_metrics": TableSpec(
+        columns={"run_id": int, "step": int, "loss": float, "loss_reference": float, "loss_target": float,
+                 "lr": float, "grad_norm": float, "steps_per_s": float, "samples_per_s": float, "created_at": str},
+        foreign_keys=(("run_id", "runs", "id"),),
+        unique=(("run_id", "step"),),
+        pk=("run_id", "step"),
+    ),
+    "run_samples": TableSpec(
+        columns={"run_id": int, "step": int, "idx": int, "prompt": str, "seed": int, "path": str, "created_at": str},
+        foreign_keys=(("run_id", "runs", "id"),),
+        pk=("run_id", "step", "idx"),
     ),
     # Replies of paid APIs by request fingerprint, so that a rerun repeats no call.
     "api_cache": TableSpec(
@@ -242,7 +263,7 @@ class Store:
              limit: int | None = None, offset: int | None = None) -> list[dict[str, Any]]:
         """Rows of `table` (oldest first unless `order_by` says otherwise), JSON columns decoded."""
         with self._connect() as db:
-            found = db[table].rows_where(where, args or [], order_by=order_by or SCHEMA[table].pk, limit=limit, offset=offset)
+            found = db[table].rows_where(where, args or [], order_by=order_by or _pk_order(table), limit=limit, offset=offset)
             return [_decode(table, row) for row in found]
 
     def count(self, table: str, where: str | None = None, args: list | None = None) -> int:
@@ -350,6 +371,28 @@ class Store:
             )
             return counts
 
+    def transition(self, table: str, pk: Any, column: str, old: Any, new: Any) -> bool:
+        """Set `column` from `old` to `new` atomically; False when it no longer held `old`."""
+        with self._connect() as db, db.conn:
+            changed = db.conn.execute(f"update [{table}] set [{column}] = ? where [{SCHEMA[table].pk}] = ? and [{column}] = ?",
+                                      [new, pk, old]).rowcount
+        return changed == 1
+
+    def delete_where(self, table: str, where: str, args: list | None = None) -> int:
+        """Delete the rows that match; returns how many."""
+        with self._connect() as db:
+            before = db.conn.total_changes
+            db[table].delete_where(where, args or [])
+            return db.conn.total_changes - before
+
+    def runs(self, run_id: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Training runs with their job's state (status, pid, step, log), newest first."""
+        query = RUN_VIEW + (" where runs.id = ?" if run_id is not None else "") + " order by runs.id desc"
+        query += f" limit {int(limit)}" if limit is not None else ""
+        with self._connect() as db:
+            found = [_decode("runs", dict(row)) for row in db.query(query, [] if run_id is None else [int(run_id)])]
+        return [{**run, "args": json.loads(run["args"]) if run["args"] else None} for run in found]
+
     def cache_get(self, key: str) -> Any:
         with self._connect() as db:
             try:
@@ -431,6 +474,11 @@ REVIEW_FILTERS = {"all": None, "unreviewed": "reviews.decision is null",
 DISAGREEMENT = ("verdicts.status = 'ok' and ((verdicts.same = 1 and reviews.decision = 'reject') "
                 "or (verdicts.same = 0 and reviews.decision = 'accept'))")
 
+RUN_VIEW = """
+select runs.*, jobs.status, jobs.pid, jobs.done as step, jobs.total as total_steps, jobs.stop_requested,
+       jobs.error, jobs.log_path, jobs.args, jobs.started_at, jobs.ended_at
+from runs join jobs on jobs.id = runs.id"""
+
 PAIR_VIEW = """
 select pairs.id as pair_id, pairs.grid_id, a.path as reference_path, b.path as target_path,
        grids.path as grid_path, grid_prompts.text as grid_prompt, grid_prompts.subject as prompt_subject,
@@ -445,6 +493,11 @@ join grids on grids.id = pairs.grid_id
 left join grid_prompts on grid_prompts.id = grids.prompt_id
 left join verdicts on verdicts.pair_id = pairs.id
 left join reviews on reviews.pair_id = pairs.id"""
+
+
+def _pk_order(table: str) -> str:
+    pk = SCHEMA[table].pk
+    return pk if isinstance(pk, str) else ", ".join(pk)
 
 
 def _encode(table: str, row: dict[str, Any]) -> dict[str, Any]:

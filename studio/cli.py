@@ -28,6 +28,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lora", help="one more LoRA file (env DSD_LORA)")
     group.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], help="(env DSD_DTYPE, default auto)")
     group.add_argument("--memory", choices=MEMORY_MODES, help="GPU memory mode (env DSD_MEMORY, default auto)")
+    group.add_argument("--run", type=int, help="a training run's final weights on its base (instead of --base/--dsd)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,25 +61,89 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--enhance", action="store_true", help="rewrite the prompt with the provider in DSD_ENHANCER")
     add_model_flags(gen)
     add_wheel_commands(commands, common)
-    training = commands.add_parser("train", parents=[common], help="fine-tune a DSD LoRA in the foreground")
-    training.add_argument("--config", required=True, type=Path, help="a YAML file of train.config.TrainConfig settings")
+    add_train_commands(commands, common)
     return parser
 
 
-def run_train(args) -> int:
+def add_train_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`dsd train`: the fine-tune in the foreground, or runs launched, stopped and resumed as jobs."""
+    source = argparse.ArgumentParser(add_help=False)
+    picked = source.add_mutually_exclusive_group()
+    picked.add_argument("--config", type=Path, help="a YAML file of train.config.TrainConfig settings")
+    picked.add_argument("--preset", help="a preset by name: cpu-smoke, 1x-h100, 8x-h100-fsdp or one saved in the studio")
+    source.add_argument("--data", help="training pairs (parquet), instead of the config's")
+    training = commands.add_parser("train", parents=[common, source], help="fine-tune a DSD LoRA (foreground without an action)")
+    actions = training.add_subparsers(dest="action", parser_class=OneLineParser)
+    launch = actions.add_parser("launch", parents=[common, source], help="start a run in the background (queued if its devices are busy)")
+    launch.add_argument("--gpus", help="GPU ids, e.g. 0,1 (one process each); 'cpu' for CPU processes")
+    launch.add_argument("--processes", type=int, help="processes (default: the config's)")
+    launch.add_argument("--name", default="")
+    for action, text in (("stop", "save a checkpoint and stop"), ("save", "save a checkpoint now"),
+                         ("sample", "draw samples now"), ("resume", "continue a stopped or failed run")):
+        actions.add_parser(action, parents=[common], help=text).add_argument("run", help="run id")
+    actions.add_parser("status", parents=[common], help="the runs: status, step, loss, time left").add_argument(
+        "run", nargs="?", help="one run in detail")
+
+
+def train_config(args):
     from pipeline.store import data_home
-    from train.config import TrainConfig
-    from train.trainer import train
+    from train.config import TrainConfig, load_preset
 
-    config = TrainConfig.from_yaml(args.config)
+    if args.config:
+        config = TrainConfig.from_yaml(args.config)
+    elif args.preset:
+        config = load_preset(args.preset, data_home(getattr(args, "home", None)))
+    else:
+        raise UserInputError("give --config FILE.yaml or --preset NAME")
+    if args.data:
+        config = replace(config, data=str(Path(args.data).resolve()))
+    if getattr(args, "gpus", None):
+        devices = args.gpus.strip()
+        processes = 1 if devices.lower() == "cpu" else len(devices.split(","))
+        config = replace(config, devices=devices, processes=args.processes or processes)
+    elif getattr(args, "processes", None):
+        config = replace(config, processes=args.processes)
+    config.validate()
+    return config
 
-    def report(metrics: dict) -> None:
-        if metrics["step"] % config.log_every == 0 or metrics["step"] == config.steps:
-            print(f"step {metrics['step']}/{config.steps}  loss {metrics['loss']:.4f}  "
-                  f"(reference {metrics['loss_reference']:.4f}, target {metrics['loss_target']:.4f})  lr {metrics['lr']:.2e}",
-                  flush=True)
 
-    print(f"weights written to {train(config, data_home(getattr(args, 'home', None)), on_metrics=report)}")
+def run_train(args) -> int:
+    from pipeline.store import Store, data_home, utc_now
+    from train import launcher
+
+    store = Store(data_home(getattr(args, "home", None)))
+    action = args.action
+    if action is None:  # the foreground: this process is the run
+        from train.worker import execute
+
+        run_id = launcher.create_run(store, train_config(args), status="running", pid=os.getpid(),
+                                     started_at=utc_now())
+        print(f"run {run_id}", flush=True)
+        execute(store, run_id)
+        return 0
+    if action == "launch":
+        run_id = launcher.launch(store, train_config(args), args.name)
+        run = launcher.get_run(store, run_id)
+        print(f"run {run_id} {run['status']}" + (f": {launcher.command_line(run)}" if run["args"] else
+                                                 " (waiting for its devices)"))
+        return 0
+    if action in launcher.REQUESTS:
+        print(launcher.request(store, args.run, action))
+        return 0
+    if action == "resume":
+        run = launcher.get_run(store, launcher.resume(store, args.run))
+        print(f"run {run['id']} {run['status']}")
+        return 0
+    launcher.reconcile(store)
+    runs = [launcher.get_run(store, args.run)] if args.run else store.runs(limit=50)
+    print(f"{'run':>4}  {'status':8}  {'step':>13}  {'loss':>8}  {'left':>7}  devices  name")
+    for run in runs:
+        row = launcher.run_summary(store, run)
+        loss = f"{row['loss']:.4f}" if row["loss"] is not None else ""
+        print(f"{row['id']:>4}  {row['status']:8}  {row['step']:>6}/{row['steps']:<6}  {loss:>8}  {row['eta']:>7}  "
+              f"{row['devices']:7}  {row['name']}" + (f"  ({row['error']})" if row["error"] else ""))
+    if args.run:
+        print(f"command: {launcher.command_line(runs[0]) or '(foreground)'}\nlog: {runs[0]['log_path'] or ''}")
     return 0
 
 
@@ -175,10 +240,24 @@ def settings_from(args):
     flag = lambda name: getattr(args, name, None)  # noqa: E731 (not every command has the model flags)
     settings = Settings.from_env(home=Path(args.home) if flag("home") else None, memory=flag("memory"))
     model = settings.model
+    if flag("run") is not None:
+        if flag("base") or flag("dsd"):
+            raise UserInputError("--run brings its own base and weights: leave out --base and --dsd")
+        model = run_model(settings.home, flag("run"), model)
     return replace(settings, model=replace(
         model, base=flag("base") or model.base, dsd=flag("dsd") or model.dsd,
         lora=flag("lora") or model.lora, dtype=flag("dtype") or model.dtype,
     ))
+
+
+def run_model(home: Path, run_id: int, model):
+    """The model spec of a training run: its base and its final weights."""
+    from pipeline.store import Store
+    from train import launcher
+
+    store = Store(home)
+    weights = launcher.run_weights(store, run_id)
+    return replace(model, base=launcher.run_config(launcher.get_run(store, run_id)).base, dsd=str(weights))
 
 
 def run_generate(args) -> int:

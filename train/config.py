@@ -1,7 +1,9 @@
-"""Every knob of a training run in one object: YAML file <-> dataclass <-> (later) the Train tab's form.
+"""Every knob of a training run in one object: YAML file <-> dataclass <-> the Train tab's form.
 
 Defaults follow the paper (section 4): LoRA rank 512 on the released target modules, AdamW at
-1e-4, loss over both halves of the canvas. Validated once, before anything starts.
+1e-4, loss over both halves of the canvas. How the run is launched (processes, devices, DDP or
+FSDP) is part of the same object, so a preset YAML file describes a whole run. Validated once,
+before anything starts.
 """
 
 from dataclasses import asdict, dataclass, field, fields
@@ -24,13 +26,16 @@ RELEASED_TARGETS = (
 )
 SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+STRATEGIES = ("ddp", "fsdp")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRESETS = PROJECT_ROOT / "train" / "presets"
 
 
 @dataclass
 class TrainConfig:
     data: str = ""  # parquet in the primecai/dsd_data layout (dsd wheel export writes one)
     base: str | None = None  # FLUX.1-dev folder or hub id; None: the embedded default
-    out: str = "runs/dsd"  # the run folder: checkpoints, final weights, samples
+    out: str | None = None  # the run folder (checkpoints, samples, weights); None: <data folder>/runs/<run id>
     resolution: int = 512  # panel size; the canvas is twice as wide
     rank: int = 512
     alpha: float | None = None  # None: equal to the rank (scale 1)
@@ -47,8 +52,21 @@ class TrainConfig:
     condition_dropout: float = 0.1  # all-zero condition: trains image guidance
     caption_dropout: float = 0.1  # empty caption: trains text guidance
     half_weights: tuple[float, float] = (1.0, 1.0)  # loss weight of the (reference, target) halves
+    condition_mask: float = 0.0  # probability of blanking a random quadrant of the reference in the condition
+    max_grad_norm: float = 1.0
     seed: int = 0
-    log_every: int = 10
+    log_every: int = 10  # console lines; every step is recorded in the database
+    cache: bool = True  # VAE latents and text embeddings computed once and kept on disk
+    checkpoint_every: int = 1000  # steps; a stop or "save now" also checkpoints
+    keep_checkpoints: int = 2
+    sample_every: int = 1000  # steps; 0: only on "sample now" and at the end
+    samples: list[dict] = field(default_factory=list)  # [{image, prompt}]; empty: the first training pairs
+    sample_count: int = 2  # training pairs sampled when `samples` is empty
+    sample_steps: int = 28
+    # Launching (`dsd train launch`, the Train tab): one process per device.
+    processes: int = 1
+    devices: str = ""  # "": the first `processes` GPUs, or the CPU without GPUs; "cpu"; or GPU ids "0,1"
+    strategy: str = "ddp"  # "fsdp" shards the 12B transformer across GPUs
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -62,18 +80,19 @@ class TrainConfig:
         return cls.from_dict(values, str(path))
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict, source: str = "config", check: bool = True) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserInputError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         config = cls(**values)
         config.half_weights = tuple(config.half_weights)
-        config.validate()
+        if check:
+            config.validate()
         return config
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump({**asdict(self), "half_weights": list(self.half_weights)}, sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(config_values(self), sort_keys=False))
 
     def validate(self) -> None:
         """Refuse a bad config before anything starts, with one message saying what to change."""
@@ -94,6 +113,55 @@ class TrainConfig:
             problems.append("half_weights are two non-negative weights, not both zero")
         if not self.target_modules:
             problems.append("target_modules is empty")
+        if not 0 <= self.condition_mask <= 1:
+            problems.append("condition_mask is a probability between 0 and 1")
+        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.sample_every < 0 or self.processes < 1:
+            problems.append("checkpoint_every, keep_checkpoints and processes must be at least 1, sample_every at least 0")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
+        for sample in self.samples:
+            if not isinstance(sample, dict) or not sample.get("prompt") or not Path(str(sample.get("image"))).is_file():
+                problems.append(f"sample {sample!r} needs an existing image file and a prompt")
         if problems:
             raise UserInputError("; ".join(problems))
         check_panel_size(self.resolution, self.resolution)
+
+
+def config_values(config: TrainConfig) -> dict:
+    """The config as plain values (YAML, JSON in the store, the form)."""
+    return {**asdict(config), "half_weights": list(config.half_weights)}
+
+
+def preset_names(home: Path | None = None) -> list[str]:
+    """Built-in presets, then the ones saved in the data folder."""
+    found = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    if home is not None:
+        found += sorted(p.stem for p in (Path(home) / "presets").glob("*.yaml") if p.stem not in found)
+    return found
+
+
+def preset_path(name: str, home: Path | None = None) -> Path:
+    for folder in ([Path(home) / "presets"] if home is not None else []) + [PRESETS]:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    raise UserInputError(f"no preset {name!r}: use one of {', '.join(preset_names(home))}")
+
+
+def load_preset(name: str, home: Path | None = None) -> TrainConfig:
+    """A preset by name, not yet validated (a GPU preset names no data; the caller adds it); a
+    built-in preset's relative data path is the project's (`assets/...`)."""
+    path = preset_path(name, home)
+    values = yaml.safe_load(path.read_text()) or {}
+    if path.parent == PRESETS and values.get("data") and not Path(values["data"]).is_absolute():
+        values["data"] = str(PROJECT_ROOT / values["data"])
+    return TrainConfig.from_dict(values, f"preset {name}", check=False)
+
+
+def save_preset(config: TrainConfig, name: str, home: Path) -> Path:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise UserInputError(f"preset name {name!r}: use letters, digits, '-', '_' and '.'")
+    path = Path(home) / "presets" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config.validate()
+    config.to_yaml(path)
+    return path

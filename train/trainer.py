@@ -4,25 +4,39 @@ The canvas is exactly what the generator infers on: target `[reference | target]
 `[reference | black]` through the condition embedder (trained in full), FLUX's flow-matching loss
 over both halves with per-half weights. Dropping the condition (all zeros) and the caption (empty)
 now and then is what makes image and text guidance work at inference. The LoRA goes on the
-released target modules. Runs as one process or under `accelerate launch`.
+released target modules. Runs as one process or under `accelerate launch` (DDP or FSDP).
+
+Resuming is exact: the data order and the noise of every step are functions of (seed, step,
+rank), the learning rate a function of the step, and the rest (optimizer, trainable weights)
+comes back from the newest whole checkpoint. So the step count and the schedule are right after
+any number of stops, kills and resumes.
 """
 
+import gc
 import hashlib
 import io
 import math
+import re
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import PIL.Image
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from peft import LoraConfig
 
 from pipeline.dataset import read_pairs
 from pipeline.errors import UserInputError
+from pipeline.store import Store
 from pipeline.weights import ModelSpec, load_generator, save_dsd_weights
-from train.config import TrainConfig
+from train import checkpoints
+from train.config import TrainConfig, config_values
+from train.sampling import draw_samples, sample_specs
+from train.tracking import RunControl, SQLiteTracker
 
 
 @dataclass
@@ -35,36 +49,49 @@ class Example:
     pooled: torch.Tensor  # CLIP pooled embedding of the caption
 
 
+@dataclass
+class TrainResult:
+    weights: Path  # the final weights, in the format the generator loads
+    step: int
+    stopped: bool  # stopped on request before the last step
+
+
 def cache_folder(config: TrainConfig, home: Path) -> Path:
     """Latents and embeddings depend on the data, the base model and the resolution, nothing else."""
     key = f"{Path(config.data).resolve()}:{Path(config.data).stat().st_mtime_ns}:{config.base}:{config.resolution}"
     return home / "cache" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-@torch.no_grad()
-def precompute(pipe, config: TrainConfig, folder: Path, accelerator: Accelerator) -> list[Example]:
-    """VAE latents and text embeddings, computed once and kept on disk; each rank computes its share."""
-    table = read_pairs(config.data).to_pylist()
-    folder.mkdir(parents=True, exist_ok=True)
-    size = config.resolution
-    for index in range(accelerator.process_index, len(table), accelerator.num_processes):
-        path = folder / f"{index}.pt"
-        if path.exists():
-            continue
-        row = table[index]
+def training_rows(config: TrainConfig) -> list[tuple[PIL.Image.Image, PIL.Image.Image, str]]:
+    """(reference, target, caption) of every pair in the data file."""
+    rows = []
+    for row in read_pairs(config.data).to_pylist():
         reference, target = (PIL.Image.open(io.BytesIO(row[k]["bytes"] if isinstance(row[k], dict) else row[k])).convert("RGB")
                              for k in ("conditioning", "image"))
-        generator = torch.Generator().manual_seed(index)
-        prompt, pooled, _ = pipe.encode_prompt(prompt=[row["caption"]], prompt_2=None, device=pipe.device)
-        example = Example(pipe.encode_canvas([reference], [target], size, size, generator=generator)[0],
-                          pipe.encode_canvas([reference], None, size, size, generator=generator)[0],
-                          prompt[0], pooled[0])
-        torch.save(example.__dict__, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").rename(path)  # whole or absent
-    empty, empty_pooled, _ = pipe.encode_prompt(prompt=[""], prompt_2=None, device=pipe.device)
-    torch.save({"prompt": empty[0], "pooled": empty_pooled[0]}, folder / f"empty.{accelerator.process_index}.pt")
+        rows.append((reference, target, row["caption"]))
+    return rows
+
+
+@torch.no_grad()
+def encode_example(pipe, row, index: int, size: int) -> Example:
+    reference, target, caption = row
+    generator = torch.Generator().manual_seed(index)  # the VAE posterior sample of an item is fixed
+    prompt, pooled, _ = pipe.encode_prompt(prompt=[caption], prompt_2=None, device=pipe.device)
+    return Example(pipe.encode_canvas([reference], [target], size, size, generator=generator)[0],
+                   pipe.encode_canvas([reference], None, size, size, generator=generator)[0], prompt[0], pooled[0])
+
+
+@torch.no_grad()
+def precompute(pipe, rows, config: TrainConfig, folder: Path, accelerator: Accelerator) -> list[Example]:
+    """Every item's latents and embeddings on disk; each rank computes its own share, then all read all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(accelerator.process_index, len(rows), accelerator.num_processes):
+        path = folder / f"{index}.pt"
+        if not path.exists():
+            torch.save(encode_example(pipe, rows[index], index, config.resolution).__dict__, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").rename(path)  # whole or absent
     accelerator.wait_for_everyone()
-    return [Example(**torch.load(folder / f"{i}.pt")) for i in range(len(table))]
+    return [Example(**torch.load(folder / f"{i}.pt")) for i in range(len(rows))]
 
 
 def canvas_halves(resolution: int, vae_scale: int) -> torch.Tensor:
@@ -73,20 +100,36 @@ def canvas_halves(resolution: int, vae_scale: int) -> torch.Tensor:
     return (torch.arange(cols) < cols // 2).repeat(rows)
 
 
+def quadrant_masks(resolution: int, vae_scale: int) -> torch.Tensor:
+    """(4, tokens): True on the tokens of each quadrant of the left (reference) panel."""
+    rows, cols = resolution // (vae_scale * 2), 2 * resolution // (vae_scale * 2)
+    r, c = torch.arange(rows)[:, None], torch.arange(cols)[None, :]
+    half_r, half_c = rows // 2, cols // 4
+    return torch.stack([((r < half_r) == top) & (c < 2 * half_c) & ((c < half_c) == left)
+                        for top in (True, False) for left in (True, False)]).reshape(4, -1)
+
+
 def flow_matching_loss(transformer, batch: dict, empty: dict, config: TrainConfig, ids: dict, mu: float,
-                       left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FLUX's rectified-flow loss on the canvas; returns (weighted loss, loss of left, loss of right)."""
+                       left: torch.Tensor, generator: torch.Generator | None = None,
+                       quadrants: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FLUX's rectified-flow loss on the canvas; returns (weighted loss, loss of left, loss of right).
+    Every random draw comes from `generator` (on the CPU), so a step can be repeated exactly."""
     x0, condition = batch["target"], batch["condition"]
-    size = x0.shape[0]
-    drop_condition = torch.rand(size, device=x0.device) < config.condition_dropout
+    size, device = x0.shape[0], x0.device
+    draw = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+    drop_condition = draw(size) < config.condition_dropout
     condition = torch.where(drop_condition[:, None, None], torch.zeros_like(condition), condition)
-    drop_caption = (torch.rand(size, device=x0.device) < config.caption_dropout)[:, None]
-    prompt = torch.where(drop_caption[:, :, None], empty["prompt"].to(x0.device), batch["prompt"])
-    pooled = torch.where(drop_caption, empty["pooled"].to(x0.device), batch["pooled"])
+    if quadrants is not None and config.condition_mask > 0:
+        masked = draw(size) < config.condition_mask
+        which = quadrants.to(device)[torch.randint(0, 4, (size,), generator=generator).to(device)]
+        condition = torch.where((masked[:, None] & which)[:, :, None], torch.zeros_like(condition), condition)
+    drop_caption = (draw(size) < config.caption_dropout)[:, None]
+    prompt = torch.where(drop_caption[:, :, None], empty["prompt"].to(device), batch["prompt"])
+    pooled = torch.where(drop_caption, empty["pooled"].to(device), batch["pooled"])
     # Logit-normal timesteps, shifted for the canvas' token count as the sampler's schedule is.
-    u = torch.sigmoid(torch.randn(size, device=x0.device))
+    u = torch.sigmoid(torch.randn(size, generator=generator)).to(device)
     sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
-    noise = torch.randn_like(x0)
+    noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
     noisy = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
     prediction = transformer(
         hidden_states=noisy, cond_hidden_states=condition, encoder_hidden_states=prompt,
@@ -99,20 +142,34 @@ def flow_matching_loss(transformer, batch: dict, empty: dict, config: TrainConfi
     return (w_left * left_loss + w_right * right_loss) / (w_left + w_right), left_loss, right_loss
 
 
-def add_lora(transformer, config: TrainConfig) -> None:
-    """The LoRA on the target modules; the condition embedder is trained in full."""
-    transformer.requires_grad_(False)
-    names = {name for name, _ in transformer.named_modules()}
+def lora_config(config: TrainConfig) -> LoraConfig:
     patterns = [p.replace(".", r"\.").replace("*", r"\d+") for p in config.target_modules]
-    try:
-        transformer.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha or config.rank,
-                                           init_lora_weights="gaussian", target_modules=f"^({'|'.join(patterns)})$"))
-    except ValueError:
-        raise UserInputError(
-            f"target_modules {config.target_modules} match no layer of this transformer "
-            f"(examples: {', '.join(sorted(names)[:3])})"
-        ) from None
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha or config.rank, init_lora_weights="gaussian",
+                      target_modules=f"^({'|'.join(patterns)})$")
+
+
+def check_target_modules(patterns: list[str], module_names: set[str]) -> None:
+    """Every pattern must match a layer: a typo would otherwise silently train less than asked."""
+    unmatched = [p for p in patterns if not any(_matches(p, name) for name in module_names)]
+    if unmatched:
+        examples = ", ".join(sorted(n for n in module_names if n.count(".") >= 3)[:3])
+        raise UserInputError(f"target_modules {', '.join(unmatched)} match no layer of this transformer "
+                             f"(layer names look like {examples}; '*' stands for a block number)")
+
+
+def _matches(pattern: str, name: str) -> bool:
+    return re.fullmatch(pattern.replace(".", r"\.").replace("*", r"\d+"), name) is not None
+
+
+def add_lora(transformer, config: TrainConfig) -> None:
+    """The LoRA on the target modules; the condition embedder is trained in full, trainables in fp32."""
+    check_target_modules(config.target_modules, {name for name, _ in transformer.named_modules()})
+    transformer.requires_grad_(False)
+    transformer.add_adapter(lora_config(config))
     transformer.c_embedder.requires_grad_(True)
+    for parameter in transformer.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
 
 
 def learning_rate_factor(config: TrainConfig, step: int) -> float:
@@ -122,34 +179,82 @@ def learning_rate_factor(config: TrainConfig, step: int) -> float:
     return warm * decay[config.schedule]
 
 
-def train(config: TrainConfig, home: Path, on_metrics=None) -> Path:
-    """Run the fine-tune; returns the folder of the final weights (the format the generator loads)."""
+class DataOrder:
+    """Which examples a rank trains on at a micro-step: each epoch a permutation seeded by (seed, epoch),
+    the global batch split across ranks. A function of the step, so resuming continues the same order."""
+
+    def __init__(self, count: int, config: TrainConfig, world: int, rank: int):
+        self.count, self.seed, self.batch, self.world, self.rank = count, config.seed, config.batch_size, world, rank
+        self.permutations: dict[int, list[int]] = {}
+
+    def __call__(self, micro_step: int) -> list[int]:
+        start = micro_step * self.batch * self.world + self.rank * self.batch
+        return [self.at(position) for position in range(start, start + self.batch)]
+
+    def at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.count)
+        if epoch not in self.permutations:
+            self.permutations = {epoch: torch.randperm(self.count, generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + epoch)).tolist()}
+        return self.permutations[epoch][offset]
+
+
+def weights_digest(transformer) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoints.trainable_state(transformer).items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: int | None = None,
+          on_metrics=None) -> TrainResult:
+    """Run (or resume) the fine-tune in the run folder; metrics, flags and samples go through the
+    store when a run id is given. Returns where the final weights are."""
     config.validate()
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation,
-                              mixed_precision=config.mixed_precision)
-    torch.manual_seed(config.seed + accelerator.process_index)
+    out = Path(config.out) if config.out else Path(home) / "runs" / str(run_id or "default")
+    tracker = SQLiteTracker(store, run_id) if store is not None else None
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=[tracker] if tracker else None,
+                              cpu=not torch.cuda.is_available())
+    checkpoints.keep_only_trainable(accelerator)
+    say = accelerator.print
 
     # Build: the base model as the generator loads it, then the LoRA.
-    pipe = load_generator(ModelSpec(base=config.base), device=accelerator.device.type)
+    dtype = {"bf16": "bf16", "fp16": "fp16"}.get(config.mixed_precision, "fp32")
+    pipe = load_generator(ModelSpec(base=config.base, dtype=dtype), device=accelerator.device.type)
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
-    folder = cache_folder(config, home)
-    examples = precompute(pipe, config, folder, accelerator)
-    empty = torch.load(folder / f"empty.{accelerator.process_index}.pt")
     transformer = pipe.transformer
     add_lora(transformer, config)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
-    # Data: every example, shuffled per epoch by the sampler, batched.
-    data = [example.__dict__ for example in examples]
-    loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False)
+    # Data: latents and embeddings once (cached on disk), or encoded at every step.
+    rows = training_rows(config)
+    if not rows:
+        raise UserInputError(f"{config.data} has no pairs: export some with `dsd wheel export`")
+    specs = sample_specs(config, [(reference, caption) for reference, _, caption in rows])
+    with torch.no_grad():
+        empty_prompt, empty_pooled, _ = pipe.encode_prompt(prompt=[""], prompt_2=None, device=accelerator.device)
+        for spec in specs:
+            embeds, pooled, _ = pipe.encode_prompt(prompt=[spec.prompt], prompt_2=None, device=accelerator.device)
+            spec.prompt_embeds, spec.pooled = embeds, pooled
+    empty = {"prompt": empty_prompt[0], "pooled": empty_pooled[0]}
+    if config.cache:
+        examples = precompute(pipe, rows, config, cache_folder(config, Path(home)), accelerator)
+        example = examples.__getitem__
+        pipe.register_modules(text_encoder=None, text_encoder_2=None)  # not needed again: free their memory
+        gc.collect()
+    else:
+        example = lambda i: encode_example(pipe, rows[i], i, config.resolution)  # noqa: E731
+
     optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(config, step))
-    transformer, optimizer, loader, scheduler = accelerator.prepare(transformer, optimizer, loader, scheduler)
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    order = DataOrder(len(rows), config, accelerator.num_processes, accelerator.process_index)
 
     vae_scale = pipe.vae_scale_factor
     left = canvas_halves(config.resolution, vae_scale).to(accelerator.device)
+    quadrants = quadrant_masks(config.resolution, vae_scale)
     latent = config.resolution // vae_scale
     ids = {"image": pipe._prepare_latent_image_ids(1, latent // 2, latent, accelerator.device, torch.float32),
            "text": torch.zeros(empty["prompt"].shape[0], 3, device=accelerator.device)}
@@ -157,33 +262,87 @@ def train(config: TrainConfig, home: Path, on_metrics=None) -> Path:
     mu = calculate_shift(len(left), scheduler_config.get("base_image_seq_len", 256), scheduler_config.get("max_image_seq_len", 4096),
                          scheduler_config.get("base_shift", 0.5), scheduler_config.get("max_shift", 1.15))
 
-    # Loop.
-    step, batches = 0, iter(loader)
-    transformer.train()
-    while step < config.steps:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        with accelerator.accumulate(transformer):
-            loss, left_loss, right_loss = flow_matching_loss(transformer, batch, empty, config, ids, mu, left)
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(transformer.parameters(), 1.0) if accelerator.sync_gradients else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-        if accelerator.sync_gradients:
-            step += 1
-            if on_metrics and accelerator.is_main_process:
-                on_metrics({"step": step, "loss": loss.item(), "loss_reference": left_loss.item(),
-                            "loss_target": right_loss.item(), "lr": scheduler.get_last_lr()[0],
-                            "grad_norm": float(grad_norm) if grad_norm is not None else None})
+    # Resume from the newest whole checkpoint; metric rows past it are dropped (they will be logged again).
+    step = 0
+    found = checkpoints.latest_checkpoint(out)
+    if found:
+        step, path = found
+        accelerator.load_state(str(path))
+        say(f"resumed from step {step} ({path.name})")
+    if store is not None and accelerator.is_main_process:
+        store.delete_where("run_metrics", "run_id = ? and step > ?", [run_id, step])
+        store.update("runs", run_id, {"resumed_from": step if found else None})
+        accelerator.init_trackers("dsd", config=config_values(config))
+    control = RunControl(accelerator, store, run_id)
 
-    # Save: the LoRA and the condition embedder, the format the generator loads.
-    accelerator.wait_for_everyone()
-    out = Path(config.out) / "weights"
+    def save_checkpoint():
+        checkpoints.save_checkpoint(accelerator, out, step, config.keep_checkpoints,
+                                    before_commit=tracker.flush if tracker else lambda: None)
+
+    def sample():
+        if accelerator.is_main_process:
+            drawn = draw_samples(pipe, specs, config, out / "samples", step)
+            if store is not None:
+                store.add("run_samples", [{"run_id": run_id, **row} for row in drawn])
+        accelerator.wait_for_everyone()
+
+    # Loop.
+    model.train()
+    stopped, started, started_step = False, time.perf_counter(), step
+    while step < config.steps:
+        lr = config.learning_rate * learning_rate_factor(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(config.gradient_accumulation):
+            micro_step = step * config.gradient_accumulation + micro
+            indices = order(micro_step)
+            batch = {key: torch.stack([getattr(example(i), key) for i in indices]).to(accelerator.device)
+                     for key in ("target", "condition", "prompt", "pooled")}
+            generator = torch.Generator().manual_seed((config.seed * 1_000_003 + accelerator.process_index) * 1_000_003 + micro_step)
+            last = micro == config.gradient_accumulation - 1
+            with nullcontext() if last else accelerator.no_sync(model):
+                loss, left_loss, right_loss = flow_matching_loss(model, batch, empty, config, ids, mu, left, generator, quadrants)
+                accelerator.backward(loss / config.gradient_accumulation)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        elapsed = time.perf_counter() - started
+        metrics = {"loss": loss.item(), "loss_reference": left_loss.item(), "loss_target": right_loss.item(), "lr": lr,
+                   "grad_norm": float(grad_norm), "steps_per_s": (step - started_step) / elapsed,
+                   "samples_per_s": (step - started_step) * config.batch_size * config.gradient_accumulation
+                   * accelerator.num_processes / elapsed}
+        accelerator.log(metrics, step=step)
+        control.progress(step, config.steps)
+        if on_metrics and accelerator.is_main_process:
+            on_metrics({"step": step, **metrics})
+
+        asked = control.poll()
+        if step % config.checkpoint_every == 0 or asked.save or asked.stop:
+            save_checkpoint()
+            control.done("save")
+        if (config.sample_every and step % config.sample_every == 0) or asked.sample:
+            sample()
+            control.done("sample")
+        if asked.stop and step < config.steps:
+            say(f"stopped at step {step}, as asked; resume continues from here")
+            stopped = True
+            break
+
+    # Save: the weights in the generator's format, a last checkpoint and samples; check the ranks agree.
+    if not stopped:
+        save_checkpoint()
+        if not config.sample_every or step % config.sample_every:
+            sample()
+    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
+    weights = out / "weights"
     if accelerator.is_main_process:
-        save_dsd_weights(accelerator.unwrap_model(transformer), out)
+        save_dsd_weights(accelerator.unwrap_model(model), weights)
+        if store is not None:
+            store.update("runs", run_id, {"weights": str(weights), "rank_digests": digests})
+        if len(set(digests)) > 1:
+            say(f"warning: the ranks' weights differ ({', '.join(digests)}): the processes did not stay in sync")
     accelerator.wait_for_everyone()
-    return out
+    accelerator.end_training()  # also ends the process group
+    return TrainResult(weights, step, stopped)

@@ -48,7 +48,7 @@ def trained(pairs, tmp_path_factory):
     config = TrainConfig(data=str(pairs), out=str(folder / "run"), resolution=64, rank=8, learning_rate=1e-2,
                          steps=250, batch_size=3, condition_dropout=0, caption_dropout=0, target_modules=TINY_TARGETS)
     metrics = []
-    weights = train(config, folder / "home", on_metrics=metrics.append)
+    weights = train(config, folder / "home", on_metrics=metrics.append).weights
     return config, weights, metrics, folder / "home"
 
 
@@ -58,9 +58,11 @@ def held_out_loss(transformer, config, home) -> float:
 
     folder = cache_folder(config, home)
     examples = [torch.load(folder / f"{i}.pt") for i in range(3)]
-    empty = torch.load(folder / "empty.0.pt")
     batch = {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
     pipe_ids = load_generator(ModelSpec())
+    with torch.no_grad():
+        prompt, pooled, _ = pipe_ids.encode_prompt(prompt=[""], prompt_2=None, device="cpu")
+    empty = {"prompt": prompt[0], "pooled": pooled[0]}
     latent = config.resolution // pipe_ids.vae_scale_factor
     ids = {"image": pipe_ids._prepare_latent_image_ids(1, latent // 2, latent, "cpu", torch.float32),
            "text": torch.zeros(empty["prompt"].shape[0], 3)}
@@ -104,23 +106,22 @@ def test_unknown_target_modules_are_refused(pairs, tmp_path):
         train(config, tmp_path / "home")
 
 
-def test_dsd_train_runs_in_the_foreground_and_dsd_generate_uses_its_weights(pairs, tmp_path):
+def test_dsd_train_preset_runs_in_the_foreground_and_dsd_generate_uses_the_run(tmp_path):
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    config = TrainConfig(data=str(pairs), out=str(tmp_path / "run"), resolution=64, rank=4, steps=4, batch_size=3,
-                         log_every=2)
-    config.to_yaml(tmp_path / "run.yaml")
     dsd = [sys.executable, "-m", "studio.cli"]
-    result = subprocess.run([*dsd, "train", "--config", str(tmp_path / "run.yaml"), "--home", str(tmp_path / "home")],
+    home = str(tmp_path / "home")
+    result = subprocess.run([*dsd, "train", "--preset", "cpu-smoke", "--home", home],
                             capture_output=True, text=True, cwd=root, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "step 4/4" in result.stdout and "weights written to" in result.stdout
+    assert result.stdout.startswith("run 1") and "step 40/40" in result.stdout and "weights written to" in result.stdout
+    samples = sorted((tmp_path / "home" / "runs" / "1" / "samples").glob("step-*/*.png"))
+    assert len(samples) == 4 and Image.open(samples[0]).size == (64, 64)  # 2 prompts at steps 20 and 40
     out = tmp_path / "out.png"
     result = subprocess.run([*dsd, "generate", "--image", str(EXAMPLES / "cat.jpg"), "--prompt", "the cat",
-                             "--dsd", str(tmp_path / "run" / "weights"), "--size", "64", "--steps", "2",
-                             "--out", str(out), "--home", str(tmp_path / "home")],
+                             "--run", "1", "--size", "64", "--steps", "2", "--out", str(out), "--home", home],
                             capture_output=True, text=True, cwd=root, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(out).size == (64, 64)

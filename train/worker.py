@@ -1,0 +1,67 @@
+"""The trainer's side of a launched run: what `accelerate launch ... -m train.worker` runs on every rank.
+
+It reads the run's config from the store, trains (resuming from the newest checkpoint), and rank 0
+records how the run ended, then starts the next queued run. The foreground `dsd train` runs the
+same `execute` in its own process.
+"""
+
+import argparse
+import os
+import sys
+
+from pipeline.errors import UserInputError
+from pipeline.jobs import JobReporter
+from pipeline.store import Store
+from train import launcher
+from train.trainer import TrainResult, train
+
+
+def execute(store: Store, run_id: int, log_every: int | None = None) -> TrainResult:
+    run = launcher.get_run(store, run_id)
+    config = launcher.run_config(run)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    reporter = JobReporter(store, run_id if main_rank else None)
+    every = log_every or config.log_every
+
+    def report(metrics: dict) -> None:
+        if metrics["step"] % every == 0 or metrics["step"] == config.steps:
+            print(f"step {metrics['step']}/{config.steps}  loss {metrics['loss']:.4f}  (reference "
+                  f"{metrics['loss_reference']:.4f}, target {metrics['loss_target']:.4f})  lr {metrics['lr']:.2e}  "
+                  f"{metrics['steps_per_s']:.2f} steps/s", flush=True)
+
+    try:
+        result = train(config, store.home, store, run_id, on_metrics=report)
+    except UserInputError as error:
+        reporter.finish("failed", str(error))
+        raise
+    except KeyboardInterrupt:  # the launcher's backstop after an ignored stop request
+        reporter.finish("stopped" if reporter.should_stop() else "failed", "interrupted")
+        raise
+    except BaseException as error:
+        reporter.finish("failed", f"{type(error).__name__}: {str(error)[:300]}")
+        raise
+    if main_rank:
+        reporter.progress(result.step, config.steps, force=True)
+        reporter.finish("stopped" if result.stopped else "done")
+        print(f"weights written to {result.weights}", flush=True)
+        launcher.start_queued(store)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="train.worker")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--job", type=int, required=True, help="the run id (a run is a job)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        execute(Store(args.home), args.job)
+    except UserInputError as error:
+        print(f"dsd train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
