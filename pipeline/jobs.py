@@ -91,12 +91,17 @@ def reconcile(store: Store, now: float | None = None) -> None:
                 _signal_group(job["pid"], signal.SIGINT)
 
 
-def last_log_line(log_path: str | None) -> str:
+def log_tail(log_path: str | None, size: int = 6000) -> str:
+    """The last `size` bytes of a job's log, as text ("" when there is none yet)."""
     if not log_path or not Path(log_path).is_file():
         return ""
     with open(log_path, "rb") as log:
-        log.seek(max(0, os.path.getsize(log_path) - 4096))
-        lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        log.seek(max(0, os.path.getsize(log_path) - size))
+        return log.read().decode("utf-8", "replace")
+
+
+def last_log_line(log_path: str | None) -> str:
+    lines = [line.strip() for line in log_tail(log_path, 4096).splitlines() if line.strip()]
     return lines[-1][:500] if lines else ""
 
 

@@ -199,8 +199,10 @@ def load_condition_embedder(transformer: DSDTransformer2DModel, folder: Path) ->
         target.data.copy_(tensor.to(target.dtype))
 
 
-def save_dsd_weights(transformer: DSDTransformer2DModel, folder: str | Path, adapter_name: str = "default") -> Path:
-    """Write our format: the LoRA (diffusers format, with its config as metadata) + the condition embedder."""
+def save_dsd_weights(transformer: DSDTransformer2DModel, folder: str | Path, adapter_name: str = "default",
+                     state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write our format: the LoRA (diffusers format, with its config as metadata) + the condition embedder.
+    `state_dict`: the transformer's full state when its parameters are sharded (FSDP gathers it)."""
     from diffusers import FluxPipeline
     from peft.utils import get_peft_model_state_dict
 
@@ -208,11 +210,13 @@ def save_dsd_weights(transformer: DSDTransformer2DModel, folder: str | Path, ada
     # The pipeline-level saver prefixes keys and metadata with `transformer.`, the released layout.
     FluxPipeline.save_lora_weights(
         folder,
-        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
+        transformer_lora_layers=get_peft_model_state_dict(transformer, state_dict=state_dict, adapter_name=adapter_name),
         transformer_lora_adapter_metadata=transformer.peft_config[adapter_name].to_dict(),
         weight_name=LORA_FILE,
     )
-    state = {f"c_embedder.{name}": p.detach().contiguous().cpu() for name, p in transformer.c_embedder.named_parameters()}
+    if state_dict is None:
+        state_dict = {f"c_embedder.{name}": p for name, p in transformer.c_embedder.named_parameters()}
+    state = {key: state_dict[key].detach().contiguous().cpu() for key in ("c_embedder.weight", "c_embedder.bias")}
     save_file(state, folder / CONDITION_FILE, metadata={"format": "pt"})
     return folder
 

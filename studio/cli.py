@@ -255,9 +255,8 @@ def run_model(home: Path, run_id: int, model):
     from pipeline.store import Store
     from train import launcher
 
-    store = Store(home)
-    weights = launcher.run_weights(store, run_id)
-    return replace(model, base=launcher.run_config(launcher.get_run(store, run_id)).base, dsd=str(weights))
+    base, weights = launcher.run_model_fields(Store(home), run_id)
+    return replace(model, base=base or None, dsd=weights)
 
 
 def run_generate(args) -> int:

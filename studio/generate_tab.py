@@ -22,6 +22,7 @@ from pipeline.providers import ProviderError
 from pipeline.service import GenerateRequest, Settings
 from pipeline.store import Store
 from pipeline.weights import DTYPES, ModelSpec
+from train import launcher
 
 USER_ERRORS = (UserInputError, ProviderError)
 
@@ -184,6 +185,8 @@ def form(settings: Settings) -> SimpleNamespace:
         f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode")
         f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="embedded tiny default; a FLUX.1-dev folder or hub id")
         f.dsd = gr.Textbox(settings.model.dsd or "", label="DSD weights", placeholder="none; a folder or hub id")
+        f.run = gr.Dropdown([], value=None, label="Or the weights of a training run", elem_id="generate-run",
+                            info="fills Base model and DSD weights")
         f.lora = gr.Textbox(settings.model.lora or "", label="Extra LoRA", placeholder="none; a .safetensors file")
         f.dtype = gr.Dropdown(["auto", *DTYPES], value=settings.model.dtype, label="Precision")
     return f
@@ -247,6 +250,18 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
     # No triggers: on page load and whenever the search text changes.
     gr.on(None, history, h.search, h.table, api_visibility="private", trigger_mode="always_last")
     h.table.select(select_handler(store), None, [h.pictures, h.details], api_visibility="private")
+    f.run.focus(lambda: gr.Dropdown(choices=launcher.runs_with_weights(store)), None, f.run, queue=False,
+                api_visibility="private")
+    f.run.select(run_weights_handler(store), f.run, [f.base, f.dsd], api_name="run_weights")
+
+
+def run_weights_handler(store: Store):
+    def run_weights(run_id: int):
+        """The Model fields (base, DSD weights) for a training run's final weights."""
+        with shown_as_gr_error("picking the run"):
+            return launcher.run_model_fields(store, run_id)
+
+    return run_weights
 
 
 def generate_handler(settings: Settings, generate_fn: Callable):

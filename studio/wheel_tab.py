@@ -18,7 +18,7 @@ from pipeline.dataset import CAPTION_STYLES, export_pairs
 from pipeline.errors import UserInputError
 from pipeline.grids import LAYOUTS, Layout
 from pipeline.images import parse_size
-from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
+from pipeline.jobs import dsd_command, log_tail, reconcile, request_stop, start_job
 from pipeline.providers import make_provider
 from pipeline.service import Settings
 from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
@@ -128,14 +128,10 @@ def job_rows(store: Store) -> list[list]:
              local_time(job["started_at"]), job["error"] or ""] for job in jobs]
 
 
-def log_tail(store: Store, job_id) -> str:
+def wheel_log(store: Store, job_id) -> str:
     """The end of the log of job `job_id`, or of the newest wheel job when none is given."""
     jobs = store.jobs("wheel:", job_id=int(job_id) if job_id else None, limit=1)
-    if not jobs or not jobs[0]["log_path"] or not Path(jobs[0]["log_path"]).is_file():
-        return ""
-    with open(jobs[0]["log_path"], "rb") as log:
-        log.seek(max(0, Path(jobs[0]["log_path"]).stat().st_size - LOG_BYTES))
-        return log.read().decode("utf-8", "replace")
+    return log_tail(jobs[0]["log_path"], LOG_BYTES) if jobs else ""
 
 
 def verdict_label(pair: dict) -> str:
@@ -313,7 +309,7 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
         with shown_as_gr_error("reading the jobs"):
             reconcile(store)
             stats = [[name, value] for name, value in wheel_stats(store).items()]
-            return job_rows(store), log_tail(store, job_id), stats
+            return job_rows(store), wheel_log(store, job_id), stats
 
     def wheel_export(caption_style, reviewed_only):
         """Write the accepted pairs to a parquet file in the data folder; returns it and a message."""

@@ -99,6 +99,8 @@ class TrainConfig:
         problems = []
         if self.rank < 1:
             problems.append(f"rank must be at least 1, got {self.rank}")
+        if self.alpha is not None and self.alpha <= 0:
+            problems.append("alpha must be positive (blank: equal to the rank)")
         if not self.data or not Path(self.data).is_file():
             problems.append(f"data {self.data!r} is not a file: give a parquet from `dsd wheel export`")
         if self.learning_rate <= 0 or self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:

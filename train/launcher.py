@@ -136,11 +136,16 @@ def start_queued(store: Store) -> list[int]:
     started = []
     for run in sorted((run for run in runs if run["status"] == "queued"), key=lambda run: run["id"]):
         wanted = set(run["devices"].split(","))
-        if not wanted & busy and jobs.claim_job(store, run["id"]):
-            config = run_config(run)
-            env = {} if run["devices"] == "cpu" else {"CUDA_VISIBLE_DEVICES": run["devices"]}
-            jobs.spawn_job(store, run["id"], env, launch_command(config, store.home, free_port()))
-            started.append(run["id"])
+        if not wanted & busy:
+            try:  # the data may have gone while it waited: fail the run rather than hold its devices
+                config = run_config(run)
+            except UserInputError as error:
+                store.update("jobs", run["id"], {"status": "failed", "error": str(error), "ended_at": utc_now()})
+                continue
+            if jobs.claim_job(store, run["id"]):
+                env = {} if run["devices"] == "cpu" else {"CUDA_VISIBLE_DEVICES": run["devices"]}
+                jobs.spawn_job(store, run["id"], env, launch_command(config, store.home, free_port()))
+                started.append(run["id"])
         busy |= wanted
     return started
 
@@ -225,6 +230,18 @@ def run_weights(store: Store, run_id) -> Path:
         raise UserInputError(f"run {run['id']} has no weights yet ({run['status']}): they are written when it "
                              "finishes or is stopped")
     return Path(run["weights"])
+
+
+def runs_with_weights(store: Store) -> list[tuple[str, int]]:
+    """(label, run id) of every run that has written weights, newest first: the Generate tab's choices."""
+    return [(f"run {run['id']}: {run['name']} ({run['status']}, step {run['step'] or 0})", run["id"])
+            for run in store.runs() if run["weights"] and Path(run["weights"]).is_dir()]
+
+
+def run_model_fields(store: Store, run_id) -> tuple[str, str]:
+    """(base, DSD weights) of a run, as the Generate tab's Model fields and `dsd generate --run` take them."""
+    weights = run_weights(store, run_id)
+    return run_config(get_run(store, run_id)).base or "", str(weights)
 
 
 def wait(store: Store, run_id: int, statuses=("done", "failed", "stopped"), timeout: float = 600) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from peft import LoraConfig
 
@@ -216,7 +216,9 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
     tracker = SQLiteTracker(store, run_id) if store is not None else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=[tracker] if tracker else None,
                               cpu=not torch.cuda.is_available())
-    checkpoints.keep_only_trainable(accelerator)
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if not sharded:  # under FSDP accelerate saves the sharded state itself
+        checkpoints.keep_only_trainable(accelerator)
     say = accelerator.print
 
     # Build: the base model as the generator loads it, then the LoRA.
@@ -225,6 +227,7 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer
+    torch.manual_seed(config.seed)  # the LoRA's initial weights; the same on every rank
     add_lora(transformer, config)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -280,6 +283,9 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
                                     before_commit=tracker.flush if tracker else lambda: None)
 
     def sample():
+        if sharded:  # rank 0 alone holds only a shard of the transformer
+            say("samples are not drawn under FSDP: generate from the run's weights instead")
+            return
         if accelerator.is_main_process:
             drawn = draw_samples(pipe, specs, config, out / "samples", step)
             if store is not None:
@@ -335,10 +341,12 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
         save_checkpoint()
         if not config.sample_every or step % config.sample_every:
             sample()
-    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
+    # Under FSDP each rank holds a different shard by design: the full state is gathered instead.
+    digests = [] if sharded else gather_object([weights_digest(accelerator.unwrap_model(model))])
+    full_state = accelerator.get_state_dict(model) if sharded else None
     weights = out / "weights"
     if accelerator.is_main_process:
-        save_dsd_weights(accelerator.unwrap_model(model), weights)
+        save_dsd_weights(accelerator.unwrap_model(model), weights, state_dict=full_state)
         if store is not None:
             store.update("runs", run_id, {"weights": str(weights), "rank_digests": digests})
         if len(set(digests)) > 1:

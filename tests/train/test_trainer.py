@@ -3,11 +3,11 @@
 import io
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image, ImageOps
+from safetensors.torch import load_file
+from PIL import Image
 
 from pipeline.weights import ModelSpec, load_generator
 from train.config import RELEASED_TARGETS, TrainConfig
@@ -21,25 +21,10 @@ TINY_TARGETS = list(RELEASED_TARGETS) + ["proj_out", "norm_out.linear", "transfo
                                          "single_transformer_blocks.*.proj_out"]
 
 
-def png(image: Image.Image) -> dict:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"bytes": buffer.getvalue(), "path": None}
-
-
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    """Three real pairs: a crop of each example photo, and a mirrored other crop of it as the target."""
-    rows = []
-    for name, caption in (("cat.jpg", "the cat"), ("coffee.jpg", "the cup of coffee"), ("astronaut.jpg", "the astronaut")):
-        photo = Image.open(EXAMPLES / name).convert("RGB")
-        w, h = photo.size
-        reference = photo.crop((0, 0, int(w * 0.8), int(h * 0.8)))
-        target = ImageOps.mirror(photo.crop((int(w * 0.2), int(h * 0.2), w, h)))
-        rows.append({"image": png(target), "conditioning": png(reference), "caption": caption})
-    path = tmp_path_factory.mktemp("pairs") / "pairs.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
+def pairs() -> Path:
+    """Three real pairs (crops of the example photos; assets/examples/README.md says how they were made)."""
+    return Path(__file__).resolve().parents[2] / "assets" / "pairs" / "examples.parquet"
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +121,57 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, pairs):
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 2 and "rank must be at least 1" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(step: int):
+    def on_metrics(metrics: dict) -> None:
+        if metrics["step"] > step:
+            raise Crash(f"killed at step {metrics['step']}")
+
+    return on_metrics
+
+
+def test_a_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(pairs, tmp_path):
+    """Data order, noise, dropout, masking and the learning rate are functions of the step: cut a run
+    after its step-3 checkpoint, resume it, and it ends bit for bit where the uninterrupted run does."""
+    from dataclasses import replace
+
+    from train.checkpoints import checkpoints
+
+    config = TrainConfig(data=str(pairs), resolution=64, rank=4, learning_rate=1e-3, steps=6, batch_size=2,
+                         warmup_steps=3, schedule="cosine", checkpoint_every=3, sample_every=0, condition_mask=0.5,
+                         gradient_accumulation=2)
+    straight = train(replace(config, out=str(tmp_path / "straight")), tmp_path / "home")
+    cut = replace(config, out=str(tmp_path / "cut"))
+    with pytest.raises(Crash):
+        train(cut, tmp_path / "home", on_metrics=crash_after(4))
+    assert [step for step, _ in checkpoints(tmp_path / "cut")] == [3]
+    resumed = train(cut, tmp_path / "home")
+    assert (resumed.step, straight.step) == (6, 6)
+    for name in ("pytorch_lora_weights.safetensors", "condition_embedder.safetensors"):
+        ours, theirs = load_file(resumed.weights / name), load_file(straight.weights / name)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours), name
+
+
+def test_data_order_is_a_permutation_per_epoch_split_across_ranks(pairs):
+    from train.trainer import DataOrder
+
+    config = TrainConfig(data=str(pairs), batch_size=2, seed=5)
+    ranks = [DataOrder(10, config, world=2, rank=r) for r in range(2)]
+    seen = [index for micro in range(5) for order in ranks for index in order(micro)]  # 5 x 2 ranks x 2 = one epoch
+    assert sorted(seen) == list(range(10))
+    assert ranks[0](7) == DataOrder(10, config, world=2, rank=0)(7)  # a function of the step alone
+
+
+def test_quadrant_masks_cover_the_reference_half_in_four_disjoint_parts():
+    from train.trainer import quadrant_masks
+
+    masks = quadrant_masks(64, 8)  # 4 x 8 tokens: the left panel is the first 4 columns of each row
+    left = canvas_halves(64, 8)
+    assert masks.shape == (4, left.numel())
+    assert torch.equal(masks.sum(0).bool(), left) and int(masks.sum()) == int(left.sum())
+    assert all(int(mask.sum()) == int(left.sum()) // 4 for mask in masks)
