@@ -1,0 +1,386 @@
+"""The Train tab: a training run's settings, its launch, and what it reports while it trains.
+
+Layout and event wiring only. A run is an `accelerate launch` process of its own (`train.launcher`),
+so it survives page reloads; the tab reads the store on a timer. The form is generated from
+`TrainConfig`'s fields, so every knob of a run is here, and the API takes them by name.
+API names: `train_start`, `train_stop`, `train_save`, `train_sample`, `train_resume`, `train_runs`,
+`train_preset_load`, `train_preset_save`.
+"""
+
+import inspect
+import math
+from dataclasses import Field, fields
+from pathlib import Path
+from types import SimpleNamespace, UnionType
+from typing import get_args, get_origin
+
+import gradio as gr
+import pandas as pd
+import PIL.Image
+import yaml
+from PIL import ImageDraw, ImageFont, ImageOps
+
+from pipeline.errors import UserInputError
+from pipeline.jobs import log_tail
+from pipeline.service import Settings
+from pipeline.store import Store
+from studio.generate_tab import shown_as_gr_error
+from train import launcher
+from train.config import (MIXED_PRECISION, SCHEDULES, STRATEGIES, TrainConfig, config_values, load_preset, preset_names,
+                          save_preset)
+
+DEFAULT_PRESET = "cpu-smoke"  # runs on any machine: a first-time user can press Start
+RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
+LOSSES = ("loss", "loss_reference", "loss_target")
+RUNS_SHOWN, LOG_BYTES, PLOT_POINTS, GRID_COLUMNS, CELL_PX, FORM_COLUMNS = 20, 6000, 1000, 8, 128, 8
+FIELDS: tuple[Field, ...] = fields(TrainConfig)
+FIELD_NAMES = [f.name for f in FIELDS]
+CHOICES = {"schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION, "strategy": STRATEGIES}
+HINTS = {
+    "data": "a parquet file on the server, as `dsd wheel export` writes",
+    "base": "blank: the embedded tiny model; a FLUX.1-dev folder or hub id",
+    "out": "blank: runs/<run id> in the data folder",
+    "alpha": "blank: the rank",
+    "target_modules": "YAML list of module name patterns",
+    "half_weights": "[reference, target]",
+    "samples": "YAML list of {image: PATH, prompt: TEXT}; []: the first training pairs",
+    "devices": "blank: the first GPUs, or the CPU; cpu; or GPU ids 0,1",
+}
+
+
+# what the form means
+
+
+def field_kind(f: Field) -> tuple[type, bool]:
+    """(bool, int, float, str, list or tuple; whether blank means None) for a config field."""
+    args = get_args(f.type) if isinstance(f.type, UnionType) else (f.type,)
+    kind = next(arg for arg in args if arg is not type(None))
+    return get_origin(kind) or kind, type(None) in args
+
+
+def is_number_box(f: Field) -> bool:
+    """Numbers that cannot be blank get a number box; the others type into a text box, where blank is None
+    (a cleared number box would send 0)."""
+    kind, optional = field_kind(f)
+    return kind in (int, float) and not optional and f.name not in CHOICES
+
+
+def shown(f: Field, value):
+    """A config value as its input shows it: lists as YAML (one line when short), blanks as ""."""
+    if field_kind(f)[0] in (list, tuple):
+        line = yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
+        return line if len(line) <= 60 else yaml.safe_dump(value, default_flow_style=False, sort_keys=False).strip()
+    if value is None:
+        return ""
+    return value if is_number_box(f) or field_kind(f)[0] in (bool, str) else str(value)
+
+
+def form_values(config: TrainConfig) -> list:
+    """The form's values for `config`, in field order."""
+    values = config_values(config)
+    return [shown(f, values[f.name]) for f in FIELDS]
+
+
+def field_value(f: Field, raw):
+    """One form value as the config takes it; a value the form cannot mean is a UserInputError."""
+    kind, optional = field_kind(f)
+    blank = raw is None or (isinstance(raw, str) and not raw.strip())
+    if kind in (list, tuple):
+        if not isinstance(raw, str):
+            return list(raw or [])
+        try:
+            value = [] if blank else yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise UserInputError(f"{f.name} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(value, list):
+            raise UserInputError(f"{f.name} {raw!r}: give a YAML list such as [a, b]")
+        return value
+    if kind is bool:
+        return bool(raw)
+    if kind is str:
+        return None if optional and blank else str(raw or "").strip()
+    if blank:
+        if optional:
+            return None
+        raise UserInputError(f"{f.name} is blank: give a number")
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{f.name} {raw!r}: give a number") from None
+    if kind is int and number != int(number):
+        raise UserInputError(f"{f.name} {raw!r}: give a whole number")
+    return int(number) if kind is int else number
+
+
+def form_config(values) -> TrainConfig:
+    """The config the form's values (in field order) describe, validated."""
+    return TrainConfig.from_dict({f.name: field_value(f, raw) for f, raw in zip(FIELDS, values)}, "the form")
+
+
+def named_after_fields(fn, *leading: str):
+    """Name `fn`'s inputs (`*leading`, then one per config field) so that API callers pass them by
+    name; a field left out takes the form's default (the cpu-smoke preset)."""
+    fn.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                                          for name in (*leading, *FIELD_NAMES)])
+    return fn
+
+
+def chosen_run(store: Store, run_id, statuses: tuple[str, ...], action: str) -> dict:
+    """Run `run_id`, or when it is blank (or 0, what an untouched number box sends) the newest run in one of
+    `statuses`."""
+    if run_id:
+        return launcher.get_run(store, run_id)
+    found = [run for run in store.runs() if run["status"] in statuses]
+    if not found:
+        raise UserInputError(f"no {' or '.join(statuses)} training run: nothing to {action}")
+    return found[0]
+
+
+# what the tab shows
+
+
+def run_rows(store: Store) -> list[list]:
+    rows = []
+    for run in store.runs(limit=RUNS_SHOWN):
+        s = launcher.run_summary(store, run)
+        loss = "" if s["loss"] is None else f"{s['loss']:.4f}"
+        rows.append([s["id"], s["name"], s["status"], f"{s['step']}/{s['steps']}", loss, s["eta"], s["devices"],
+                     s["error"]])
+    return rows
+
+
+def loss_frame(store: Store, run_id: int) -> pd.DataFrame | None:
+    """The run's losses, one row per (step, series), thinned to about PLOT_POINTS steps; None before the first."""
+    count = store.count("run_metrics", "run_id = ?", [run_id])
+    stride = max(1, math.ceil(count / PLOT_POINTS))
+    rows = store.rows("run_metrics", "run_id = ? and step % ? = 0", [run_id, stride], order_by="step")
+    newest = store.rows("run_metrics", "run_id = ?", [run_id], order_by="step desc", limit=1)
+    if newest and (not rows or rows[-1]["step"] != newest[0]["step"]):
+        rows += newest
+    if not rows:
+        return None
+    return pd.DataFrame([(row["step"], row[series], series) for row in rows for series in LOSSES
+                         if row[series] is not None], columns=["step", "loss", "series"])
+
+
+def shown_steps(steps: list[int], most: int = GRID_COLUMNS) -> list[int]:
+    """At most `most` of `steps`, evenly spread, always the first and the newest."""
+    if len(steps) <= most:
+        return steps
+    return [steps[round(i * (len(steps) - 1) / (most - 1))] for i in range(most)]
+
+
+def sample_grid(cells: dict[tuple[int, int], PIL.Image.Image], prompts: dict[int, str], steps: list[int],
+                cell: int = CELL_PX) -> PIL.Image.Image:
+    """One picture of the samples: a row per prompt, a column per step, labelled; a missing cell is blank."""
+    font = ImageFont.load_default(size=13)
+    label_w, head_h, pad = 180, 22, 4
+    grid = PIL.Image.new("RGB", (label_w + len(steps) * (cell + pad), head_h + len(prompts) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, step in enumerate(steps):
+        draw.text((label_w + column * (cell + pad), 4), f"step {step}", fill="black", font=font)
+    for row, idx in enumerate(sorted(prompts)):
+        top = head_h + row * (cell + pad)
+        lines = wrapped(prompts[idx], draw, font, label_w - 8)
+        draw.multiline_text((4, top), "\n".join(lines[:cell // 16]), fill="black", font=font)
+        for column, step in enumerate(steps):
+            if (idx, step) in cells:
+                picture = ImageOps.contain(cells[idx, step].convert("RGB"), (cell, cell))
+                grid.paste(picture, (label_w + column * (cell + pad), top))
+    return grid
+
+
+def wrapped(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> list[str]:
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if draw.textlength(candidate, font=font) <= width or not lines[-1]:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
+
+
+def samples_picture(store: Store, run_id: int) -> str | None:
+    """The run's samples grid as a PNG in the data folder, drawn again only when new samples came."""
+    rows = store.rows("run_samples", "run_id = ?", [run_id], order_by="step, idx")
+    if not rows:
+        return None
+    folder = store.home / "sample-grids"
+    path = folder / f"run-{run_id}-{len(rows)}-{rows[-1]['step']}.png"
+    if not path.is_file():
+        steps = shown_steps(sorted({row["step"] for row in rows}))
+        cells = {(row["idx"], row["step"]): PIL.Image.open(row["path"])
+                 for row in rows if row["step"] in steps and Path(row["path"]).is_file()}
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"run-{run_id}-*.png"):
+            old.unlink()
+        sample_grid(cells, {row["idx"]: row["prompt"] for row in rows}, steps).save(path)
+    return str(path)
+
+
+def run_view(store: Store, run_id) -> tuple:
+    """(log tail, loss frame, samples grid, command) of run `run_id`, or of the newest run when blank or 0."""
+    found = store.runs(int(run_id)) if run_id else store.runs(limit=1)
+    if not found:
+        note = f"no training run {int(run_id)}" if run_id else ""
+        return note, None, None, ""
+    run = found[0]
+    return (log_tail(run["log_path"], LOG_BYTES), loss_frame(store, run["id"]), samples_picture(store, run["id"]),
+            launcher.command_line(run))
+
+
+# layout
+
+
+def config_form(config: TrainConfig) -> list:
+    """An input per config field, showing `config`, in field order; lists (YAML text) go last, a row each."""
+    values = dict(zip(FIELD_NAMES, form_values(config)))
+
+    def field_input(f: Field):
+        kind, _ = field_kind(f)
+        common = dict(label=f.name.replace("_", " ").capitalize(), elem_id=f"train-field-{f.name.replace('_', '-')}",
+                      min_width=100)
+        if f.name in CHOICES:
+            return gr.Dropdown(list(CHOICES[f.name]), value=values[f.name], **common)
+        if kind is bool:
+            return gr.Checkbox(values[f.name], **common)
+        if is_number_box(f):
+            return gr.Number(values[f.name], precision=0 if kind is int else None, **common)
+        return gr.Textbox(values[f.name], lines=3 if kind is list else 1, max_lines=8, placeholder=HINTS.get(f.name),
+                          scale=2 if kind is str else 1, **common)
+
+    made = {}
+    short = [f for f in FIELDS if field_kind(f)[0] is not list]
+    for start in range(0, len(short), FORM_COLUMNS):
+        with gr.Row():
+            made.update({f.name: field_input(f) for f in short[start:start + FORM_COLUMNS]})
+    made.update({f.name: field_input(f) for f in FIELDS if field_kind(f)[0] is list})
+    return [made[name] for name in FIELD_NAMES]
+
+
+def preset_bar(home: Path) -> SimpleNamespace:
+    p = SimpleNamespace()
+    with gr.Row():
+        p.preset = gr.Dropdown(preset_names(home), value=DEFAULT_PRESET, label="Preset", scale=2,
+                               elem_id="train-preset")
+        p.load = gr.Button("Load preset", scale=1, elem_id="train-preset-load")
+        p.name = gr.Textbox("", label="Save as preset", placeholder="a name: letters, digits, - _ .", scale=2,
+                            elem_id="train-preset-name")
+        p.save = gr.Button("Save preset", scale=1, elem_id="train-preset-save")
+    return p
+
+
+def control_panel() -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.name = gr.Textbox("", label="Run name", placeholder="blank: run <id>", scale=2, elem_id="train-name")
+        c.start = gr.Button("Start", variant="primary", scale=1, elem_id="train-start")
+        c.stop = gr.Button("Stop", variant="stop", scale=1, elem_id="train-stop")
+        c.save = gr.Button("Save now", scale=1, elem_id="train-save")
+        c.sample = gr.Button("Sample now", scale=1, elem_id="train-sample")
+        c.resume = gr.Button("Resume", scale=1, elem_id="train-resume")
+        c.run = gr.Number(None, label="Run", info="0 or blank: the newest", precision=0, scale=1, elem_id="train-run")
+    c.message = gr.Markdown(elem_id="train-message")
+    return c
+
+
+def monitor_panel() -> SimpleNamespace:
+    m = SimpleNamespace()
+    m.runs = gr.Dataframe(headers=RUN_HEADERS, interactive=False, max_height=260, label="Runs (click one)",
+                          elem_id="train-runs")
+    with gr.Row(equal_height=False):
+        # Empty until there are losses: a plot first sent an empty table draws no lines afterwards; and a
+        # shown label pushes the legend out of the frame.
+        m.loss = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss", show_label=False, height=360,
+                             scale=3, elem_id="train-loss")
+        m.samples = gr.Image(label="Samples (a row per prompt, a column per step)", type="filepath",
+                             interactive=False, height=360, scale=2, elem_id="train-sample-grid")
+    m.command = gr.Textbox("", label="Command (copy it to run the same in a shell)", lines=2, max_lines=4,
+                           interactive=False, buttons=["copy"], elem_id="train-command")
+    m.log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False, elem_id="train-log")
+    return m
+
+
+# wiring
+
+
+def build(settings: Settings) -> None:
+    """Lay out the tab inside the current Blocks and wire its events."""
+    store = Store(settings.home)
+    p = preset_bar(store.home)
+    with gr.Accordion("Settings", open=True):
+        form = config_form(load_preset(DEFAULT_PRESET, store.home))
+    c = control_panel()
+    m = monitor_panel()
+    wire(store, p, form, c, m, gr.Timer(1.0))
+
+
+def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: SimpleNamespace,
+         timer: gr.Timer) -> None:
+    def train_start(name, *values):
+        """Start a training run with the form's settings (queued while its devices are busy); returns its id
+        and a message."""
+        with shown_as_gr_error("starting the run"):
+            run_id = launcher.launch(store, form_config(values), (name or "").strip())
+            run = launcher.get_run(store, run_id)
+        where = "the CPU" if run["devices"] == "cpu" else f"GPU {run['devices']}"
+        waiting = " (queued: another run holds its devices)" if run["status"] == "queued" else ""
+        return run_id, f"Started run {run_id} on {where}{waiting}."
+
+    def ask(run_id, what: str) -> str:
+        with shown_as_gr_error(f"asking the run to {what}"):
+            return launcher.request(store, chosen_run(store, run_id, ("running",), what)["id"], what)
+
+    def train_stop(run_id=None):
+        """Stop run `run_id` (blank: the newest running one) after a checkpoint; resume continues from there."""
+        return ask(run_id, "stop")
+
+    def train_save(run_id=None):
+        """Ask run `run_id` (blank: the newest running one) to save a checkpoint after its current step."""
+        return ask(run_id, "save")
+
+    def train_sample(run_id=None):
+        """Ask run `run_id` (blank: the newest running one) to draw its samples after its current step."""
+        return ask(run_id, "sample")
+
+    def train_resume(run_id=None):
+        """Queue a stopped or failed run (blank: the newest) again; it continues from its newest checkpoint."""
+        with shown_as_gr_error("resuming the run"):
+            resumed = launcher.resume(store, chosen_run(store, run_id, ("stopped", "failed"), "resume")["id"])
+        return resumed, f"Resumed run {resumed}: it continues from its newest checkpoint."
+
+    def train_runs(run_id=None):
+        """The runs (newest first), then the log, losses, samples grid and command of run `run_id`
+        (blank: the newest)."""
+        with shown_as_gr_error("reading the runs"):
+            launcher.reconcile(store)
+            return run_rows(store), *run_view(store, run_id)
+
+    def train_preset_load(preset):
+        """The settings of a preset (built in, or saved in the data folder), in field order."""
+        with shown_as_gr_error("loading the preset"):
+            return tuple(form_values(load_preset(preset, store.home)))
+
+    def train_preset_save(preset_name, *values):
+        """Save the settings as a YAML preset in the data folder; returns the preset list and a message."""
+        with shown_as_gr_error("saving the preset"):
+            path = save_preset(form_config(values), (preset_name or "").strip(), store.home)
+        return gr.Dropdown(choices=preset_names(store.home), value=path.stem), f"Saved preset `{path}`"
+
+    c.start.click(named_after_fields(train_start, "name"), [c.name, *form], [c.run, c.message],
+                  api_name="train_start")
+    c.stop.click(train_stop, c.run, c.message, queue=False, api_name="train_stop")
+    c.save.click(train_save, c.run, c.message, queue=False, api_name="train_save")
+    c.sample.click(train_sample, c.run, c.message, queue=False, api_name="train_sample")
+    c.resume.click(train_resume, c.run, [c.run, c.message], api_name="train_resume")
+    timer.tick(train_runs, c.run, [m.runs, m.log, m.loss, m.samples, m.command], api_name="train_runs",
+               show_progress="hidden")
+    p.load.click(train_preset_load, p.preset, form, api_name="train_preset_load")
+    p.save.click(named_after_fields(train_preset_save, "preset_name"), [p.name, *form], [p.preset, c.message],
+                 api_name="train_preset_save")
+    m.runs.select(select_run, None, c.run, api_visibility="private")
+
+
+def select_run(event: gr.SelectData):
+    return (event.row_value or [None])[0]
