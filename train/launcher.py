@@ -30,6 +30,8 @@ from train.config import TrainConfig, config_values
 KIND = "train"
 ACTIVE = ("queued", "running")
 REQUESTS = ("stop", "save", "sample")
+# The log is for people: the libraries' progress bars and notices stay out of it.
+QUIET = {"DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 FSDP_FLAGS = ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
               "--fsdp_transformer_layer_cls_to_wrap", "FluxTransformerBlock,FluxSingleTransformerBlock",
               "--fsdp_use_orig_params", "true", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
@@ -143,7 +145,7 @@ def start_queued(store: Store) -> list[int]:
                 store.update("jobs", run["id"], {"status": "failed", "error": str(error), "ended_at": utc_now()})
                 continue
             if jobs.claim_job(store, run["id"]):
-                env = {} if run["devices"] == "cpu" else {"CUDA_VISIBLE_DEVICES": run["devices"]}
+                env = {**QUIET} if run["devices"] == "cpu" else {**QUIET, "CUDA_VISIBLE_DEVICES": run["devices"]}
                 jobs.spawn_job(store, run["id"], env, launch_command(config, store.home, free_port()))
                 started.append(run["id"])
         busy |= wanted

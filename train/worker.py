@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--job", type=int, required=True, help="the run id (a run is a job)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         execute(Store(args.home), args.job)
     except UserInputError as error:

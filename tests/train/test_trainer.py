@@ -1,4 +1,4 @@
-"""The trainer on the embedded tiny model and a few real pairs: it learns, and writes weights the generator loads."""
+"""The trainer on tiny models and a few real pairs: it learns, resumes exactly, and writes weights the generator loads."""
 
 import io
 from pathlib import Path
@@ -14,8 +14,7 @@ from train.config import RELEASED_TARGETS, TrainConfig
 from train.trainer import canvas_halves, flow_matching_loss, train
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
-# The tiny base is untrained: its output projection is a random 32->64 map, so the LoRA also
-# adapts the MLPs and the projections, or it could only fit a subspace of the velocity.
+# The tiny bases are untrained, so the LoRA also adapts the MLPs and the output projections.
 TINY_TARGETS = list(RELEASED_TARGETS) + ["proj_out", "norm_out.linear", "transformer_blocks.*.ff.net.0.proj",
                                          "transformer_blocks.*.ff.net.2", "single_transformer_blocks.*.proj_mlp",
                                          "single_transformer_blocks.*.proj_out"]
@@ -29,9 +28,16 @@ def pairs() -> Path:
 
 @pytest.fixture(scope="module")
 def trained(pairs, tmp_path_factory):
+    """A tiny base as wide as a packed latent token (64), trained on the three pairs until it fits them.
+    (The embedded default is 32 wide: its patch embedding sees half of each token's 64 channels, so
+    half of the velocity is out of its reach whatever is trained; its loss cannot fall below ~1/3.)"""
+    from pipeline.tiny import TinyConfig, save_tiny_model
+
     folder = tmp_path_factory.mktemp("run")
-    config = TrainConfig(data=str(pairs), out=str(folder / "run"), resolution=64, rank=8, learning_rate=1e-2,
-                         steps=250, batch_size=3, condition_dropout=0, caption_dropout=0, target_modules=TINY_TARGETS)
+    base = save_tiny_model(folder / "wide-base", TinyConfig(heads=4, head_dim=16))
+    config = TrainConfig(data=str(pairs), base=str(base), out=str(folder / "run"), resolution=64, rank=64,
+                         learning_rate=1e-2, steps=600, batch_size=3, condition_dropout=0, caption_dropout=0,
+                         target_modules=TINY_TARGETS, sample_every=0, checkpoint_every=10_000)
     metrics = []
     weights = train(config, folder / "home", on_metrics=metrics.append).weights
     return config, weights, metrics, folder / "home"
@@ -44,7 +50,7 @@ def held_out_loss(transformer, config, home) -> float:
     folder = cache_folder(config, home)
     examples = [torch.load(folder / f"{i}.pt") for i in range(3)]
     batch = {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
-    pipe_ids = load_generator(ModelSpec())
+    pipe_ids = load_generator(ModelSpec(base=config.base))
     with torch.no_grad():
         prompt, pooled, _ = pipe_ids.encode_prompt(prompt=[""], prompt_2=None, device="cpu")
     empty = {"prompt": prompt[0], "pooled": pooled[0]}
@@ -61,9 +67,9 @@ def held_out_loss(transformer, config, home) -> float:
 def test_loss_falls_on_the_training_pairs(trained):
     config, weights, metrics, home = trained
     assert [m["step"] for m in metrics] == list(range(1, config.steps + 1))
-    before = held_out_loss(load_generator(ModelSpec()).transformer, config, home)
-    after = held_out_loss(load_generator(ModelSpec(dsd=str(weights))).transformer, config, home)
-    assert after < 0.8 * before, (before, after)
+    before = held_out_loss(load_generator(ModelSpec(base=config.base)).transformer, config, home)
+    after = held_out_loss(load_generator(ModelSpec(base=config.base, dsd=str(weights))).transformer, config, home)
+    assert after < before / 4, (before, after)  # measured: 5.2x
 
 
 def test_trained_output_is_closer_to_the_target(trained, pairs):
@@ -79,7 +85,8 @@ def test_trained_output_is_closer_to_the_target(trained, pairs):
                    generator=torch.Generator().manual_seed(0)).images
         return torch.mean((out - target_latents[..., 8:]) ** 2).item()
 
-    assert distance(ModelSpec(dsd=str(weights))) < 0.8 * distance(ModelSpec())
+    trained_distance, base_distance = distance(ModelSpec(base=config.base, dsd=str(weights))), distance(ModelSpec(base=config.base))
+    assert trained_distance < 0.7 * base_distance, (trained_distance, base_distance)
 
 
 def test_unknown_target_modules_are_refused(pairs, tmp_path):
