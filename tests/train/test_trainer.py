@@ -168,10 +168,11 @@ def test_data_order_is_a_permutation_per_epoch_split_across_ranks(pairs):
     from train.trainer import DataOrder
 
     config = TrainConfig(data=str(pairs), batch_size=2, seed=5)
-    ranks = [DataOrder(10, config, world=2, rank=r) for r in range(2)]
-    seen = [index for micro in range(5) for order in ranks for index in order(micro)]  # 5 x 2 ranks x 2 = one epoch
-    assert sorted(seen) == list(range(10))
-    assert ranks[0](7) == DataOrder(10, config, world=2, rank=0)(7)  # a function of the step alone
+    ranks = [DataOrder(8, config, world=2, rank=r) for r in range(2)]
+    # 2 ranks x batch 2 = 4 examples per micro-step: micro-steps 0-1 are the first epoch, 2-3 the second.
+    epochs = [[index for micro in micros for order in ranks for index in order(micro)] for micros in ((0, 1), (2, 3))]
+    assert all(sorted(epoch) == list(range(8)) for epoch in epochs) and epochs[0] != epochs[1]
+    assert ranks[0](7) == DataOrder(8, config, world=2, rank=0)(7)  # a function of the step alone
 
 
 def test_quadrant_masks_cover_the_reference_half_in_four_disjoint_parts():
