@@ -308,6 +308,7 @@ def monitor_panel() -> SimpleNamespace:
 def build(settings: Settings) -> None:
     """Lay out the tab inside the current Blocks and wire its events."""
     store = Store(settings.home)
+    launcher.reconcile(store)  # on studio start: runs that died while it was down are failed, the queue moves
     p = preset_bar(store.home)
     with gr.Accordion("Settings", open=True):
         form = config_form(load_preset(DEFAULT_PRESET, store.home))

@@ -178,3 +178,19 @@ def test_a_preset_saved_from_the_form_loads_back_and_is_offered(studio):
         client.predict(preset_name="../escape", api_name="/train_preset_save")
     assert "preset name '../escape'" in str(refused.value)
 
+
+
+def test_a_run_that_died_while_the_studio_was_down_is_failed_when_it_starts(tmp_path, start_studio):
+    import subprocess
+
+    from train.config import load_preset
+
+    store = Store(tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    log = tmp_path / "job.log"
+    log.write_text("step 10/40  loss 1.1\nRuntimeError: CUDA out of memory\n")
+    run_id = launcher.create_run(store, load_preset("cpu-smoke"), status="running", pid=gone.pid, log_path=str(log))
+    with start_studio(tmp_path):
+        run = launcher.get_run(store, run_id)
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: CUDA out of memory"
