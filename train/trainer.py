@@ -207,6 +207,68 @@ def weights_digest(transformer) -> str:
     return digest.hexdigest()[:16]
 
 
+def build_pipeline(config: TrainConfig, accelerator: Accelerator):
+    """The base model as the generator loads it, then the LoRA (initialised the same on every rank)."""
+    dtype = {"bf16": "bf16", "fp16": "fp16"}.get(config.mixed_precision, "fp32")
+    pipe = load_generator(ModelSpec(base=config.base, dtype=dtype), device=accelerator.device.type)
+    pipe.to(accelerator.device)
+    pipe.set_progress_bar_config(disable=True)
+    torch.manual_seed(config.seed)
+    add_lora(pipe.transformer, config)
+    if config.gradient_checkpointing:
+        pipe.transformer.enable_gradient_checkpointing()
+    return pipe
+
+
+def prepare_data(pipe, config: TrainConfig, home: Path, accelerator: Accelerator):
+    """(example(i), how many, the empty caption's embeddings, the samples' specs). With the cache, latents
+    and embeddings are computed once and the text encoders let go; without it, encoded at every step."""
+    rows = training_rows(config)
+    if not rows:
+        raise UserInputError(f"{config.data} has no pairs: export some with `dsd wheel export`")
+    specs = sample_specs(config, [(reference, caption) for reference, _, caption in rows])
+    with torch.no_grad():
+        empty_prompt, empty_pooled, _ = pipe.encode_prompt(prompt=[""], prompt_2=None, device=accelerator.device)
+        for spec in specs:
+            spec.prompt_embeds, spec.pooled, _ = pipe.encode_prompt(prompt=[spec.prompt], prompt_2=None,
+                                                                    device=accelerator.device)
+    empty = {"prompt": empty_prompt[0], "pooled": empty_pooled[0]}
+    if not config.cache:
+        return (lambda i: encode_example(pipe, rows[i], i, config.resolution)), len(rows), empty, specs
+    examples = precompute(pipe, rows, config, cache_folder(config, home), accelerator)
+    pipe.register_modules(text_encoder=None, text_encoder_2=None)
+    gc.collect()
+    return examples.__getitem__, len(rows), empty, specs
+
+
+def canvas_geometry(pipe, config: TrainConfig, empty: dict, device):
+    """(left-half tokens, reference quadrants, position ids, schedule shift) of the training canvas."""
+    vae_scale = pipe.vae_scale_factor
+    left = canvas_halves(config.resolution, vae_scale).to(device)
+    latent = config.resolution // vae_scale
+    ids = {"image": pipe._prepare_latent_image_ids(1, latent // 2, latent, device, torch.float32),
+           "text": torch.zeros(empty["prompt"].shape[0], 3, device=device)}
+    scheduler = pipe.scheduler.config
+    mu = calculate_shift(len(left), scheduler.get("base_image_seq_len", 256), scheduler.get("max_image_seq_len", 4096),
+                         scheduler.get("base_shift", 0.5), scheduler.get("max_shift", 1.15))
+    return left, quadrant_masks(config.resolution, vae_scale), ids, mu
+
+
+def write_weights(accelerator: Accelerator, model, folder: Path, store: Store | None, run_id: int | None) -> Path:
+    """The final weights in the generator's format, and each rank's digest of them: DDP ranks must agree.
+    Under FSDP each rank holds a different shard by design, so the full state is gathered instead."""
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    digests = [] if sharded else gather_object([weights_digest(accelerator.unwrap_model(model))])
+    full_state = accelerator.get_state_dict(model) if sharded else None
+    if accelerator.is_main_process:
+        save_dsd_weights(accelerator.unwrap_model(model), folder, state_dict=full_state)
+        if store is not None:
+            store.update("runs", run_id, {"weights": str(folder), "rank_digests": digests})
+        if len(set(digests)) > 1:
+            accelerator.print(f"warning: the ranks' weights differ ({', '.join(digests)}): they did not stay in sync")
+    return folder
+
+
 def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: int | None = None,
           on_metrics=None) -> TrainResult:
     """Run (or resume) the fine-tune in the run folder; metrics, flags and samples go through the
@@ -221,49 +283,13 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
         checkpoints.keep_only_trainable(accelerator)
     say = accelerator.print
 
-    # Build: the base model as the generator loads it, then the LoRA.
-    dtype = {"bf16": "bf16", "fp16": "fp16"}.get(config.mixed_precision, "fp32")
-    pipe = load_generator(ModelSpec(base=config.base, dtype=dtype), device=accelerator.device.type)
-    pipe.to(accelerator.device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = build_pipeline(config, accelerator)
     transformer = pipe.transformer
-    torch.manual_seed(config.seed)  # the LoRA's initial weights; the same on every rank
-    add_lora(transformer, config)
-    if config.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-
-    # Data: latents and embeddings once (cached on disk), or encoded at every step.
-    rows = training_rows(config)
-    if not rows:
-        raise UserInputError(f"{config.data} has no pairs: export some with `dsd wheel export`")
-    specs = sample_specs(config, [(reference, caption) for reference, _, caption in rows])
-    with torch.no_grad():
-        empty_prompt, empty_pooled, _ = pipe.encode_prompt(prompt=[""], prompt_2=None, device=accelerator.device)
-        for spec in specs:
-            embeds, pooled, _ = pipe.encode_prompt(prompt=[spec.prompt], prompt_2=None, device=accelerator.device)
-            spec.prompt_embeds, spec.pooled = embeds, pooled
-    empty = {"prompt": empty_prompt[0], "pooled": empty_pooled[0]}
-    if config.cache:
-        examples = precompute(pipe, rows, config, cache_folder(config, Path(home)), accelerator)
-        example = examples.__getitem__
-        pipe.register_modules(text_encoder=None, text_encoder_2=None)  # not needed again: free their memory
-        gc.collect()
-    else:
-        example = lambda i: encode_example(pipe, rows[i], i, config.resolution)  # noqa: E731
-
+    example, count, empty, specs = prepare_data(pipe, config, Path(home), accelerator)
     optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
     model, optimizer = accelerator.prepare(transformer, optimizer)
-    order = DataOrder(len(rows), config, accelerator.num_processes, accelerator.process_index)
-
-    vae_scale = pipe.vae_scale_factor
-    left = canvas_halves(config.resolution, vae_scale).to(accelerator.device)
-    quadrants = quadrant_masks(config.resolution, vae_scale)
-    latent = config.resolution // vae_scale
-    ids = {"image": pipe._prepare_latent_image_ids(1, latent // 2, latent, accelerator.device, torch.float32),
-           "text": torch.zeros(empty["prompt"].shape[0], 3, device=accelerator.device)}
-    scheduler_config = pipe.scheduler.config
-    mu = calculate_shift(len(left), scheduler_config.get("base_image_seq_len", 256), scheduler_config.get("max_image_seq_len", 4096),
-                         scheduler_config.get("base_shift", 0.5), scheduler_config.get("max_shift", 1.15))
+    order = DataOrder(count, config, accelerator.num_processes, accelerator.process_index)
+    left, quadrants, ids, mu = canvas_geometry(pipe, config, empty, accelerator.device)
 
     # Resume from the newest whole checkpoint; metric rows past it are dropped (they will be logged again).
     step = 0
@@ -336,21 +362,12 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
             stopped = True
             break
 
-    # Save: the weights in the generator's format, a last checkpoint and samples; check the ranks agree.
+    # Save: a last checkpoint and samples, and the weights in the generator's format.
     if not stopped:
         save_checkpoint()
         if not config.sample_every or step % config.sample_every:
             sample()
-    # Under FSDP each rank holds a different shard by design: the full state is gathered instead.
-    digests = [] if sharded else gather_object([weights_digest(accelerator.unwrap_model(model))])
-    full_state = accelerator.get_state_dict(model) if sharded else None
-    weights = out / "weights"
-    if accelerator.is_main_process:
-        save_dsd_weights(accelerator.unwrap_model(model), weights, state_dict=full_state)
-        if store is not None:
-            store.update("runs", run_id, {"weights": str(weights), "rank_digests": digests})
-        if len(set(digests)) > 1:
-            say(f"warning: the ranks' weights differ ({', '.join(digests)}): the processes did not stay in sync")
+    weights = write_weights(accelerator, model, out / "weights", store, run_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # also ends the process group
     return TrainResult(weights, step, stopped)
