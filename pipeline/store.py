@@ -129,7 +129,7 @@ SCHEMA: dict[str, TableSpec] = {
     ),
     # Training: a run is a job (kind "train", same id) with its settings here; resuming spawns the same job again.
     "runs": TableSpec(
-        columns={"id": int, "name": str, "config": str, "out": str, "devices": str, "processes": int,
+        columns={"id": int, "name": str, "config": str, "out": str, "devices": str,
                  "save_requested": int, "sample_requested": int, "resumed_from": int, "weights": str,
                  "rank_digests": str, "created_at": str},
         json_columns=frozenset({"config", "rank_digests"}),

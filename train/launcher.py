@@ -114,8 +114,7 @@ def create_run(store: Store, config: TrainConfig, name: str = "", status: str = 
     if not config.out:
         config = replace(config, out=str((store.home / "runs" / str(run_id)).resolve()))
     store.put("runs", {"id": run_id, "name": name or f"run {run_id}", "config": config_values(config),
-                          "out": config.out, "devices": ",".join(devices), "processes": config.processes,
-                          "save_requested": 0, "sample_requested": 0})
+                       "out": config.out, "devices": ",".join(devices), "save_requested": 0, "sample_requested": 0})
     return run_id
 
 

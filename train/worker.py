@@ -16,15 +16,14 @@ from train import launcher
 from train.trainer import TrainResult, train
 
 
-def execute(store: Store, run_id: int, log_every: int | None = None) -> TrainResult:
+def execute(store: Store, run_id: int) -> TrainResult:
     run = launcher.get_run(store, run_id)
     config = launcher.run_config(run)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     reporter = JobReporter(store, run_id if main_rank else None)
-    every = log_every or config.log_every
 
     def report(metrics: dict) -> None:
-        if metrics["step"] % every == 0 or metrics["step"] == config.steps:
+        if metrics["step"] % config.log_every == 0 or metrics["step"] == config.steps:
             print(f"step {metrics['step']}/{config.steps}  loss {metrics['loss']:.4f}  (reference "
                   f"{metrics['loss_reference']:.4f}, target {metrics['loss_target']:.4f})  lr {metrics['lr']:.2e}  "
                   f"{metrics['steps_per_s']:.2f} steps/s", flush=True)
