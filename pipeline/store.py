@@ -148,6 +148,33 @@ SCHEMA: dict[str, TableSpec] = {
         foreign_keys=(("run_id", "runs", "id"),),
         pk=("run_id", "step", "idx"),
     ),
+    # Evaluation (DreamBench++ protocol): an evaluation is one model on one benchmark; its samples,
+    # the judge's scores per run, and the feature metrics, each unique per item so reruns skip work.
+    "evals": TableSpec(
+        columns={"id": int, "name": str, "benchmark": str, "fingerprint": str, "model": str, "per_prompt": int,
+                 "seed": int, "size": int, "steps": int, "created_at": str},
+        json_columns=frozenset({"model"}),
+        unique=(("name",),),
+    ),
+    "eval_samples": TableSpec(
+        columns={"id": int, "eval_id": int, "item_id": str, "k": int, "subject_id": str, "category": str,
+                 "kind": str, "prompt": str, "reference": str, "path": str, "seed": int, "created_at": str},
+        foreign_keys=(("eval_id", "evals", "id"),),
+        unique=(("eval_id", "item_id", "k"),),
+    ),
+    "eval_judgements": TableSpec(
+        columns={"id": int, "eval_id": int, "item_id": str, "k": int, "run": int, "cp": int, "pf": int,
+                 "cp_debiased": int, "judge": str, "endpoint": str, "templates_hash": str, "templates_source": str,
+                 "replies": str, "errors": str, "created_at": str},
+        json_columns=frozenset({"replies", "errors"}),
+        foreign_keys=(("eval_id", "evals", "id"),),
+        unique=(("eval_id", "item_id", "k", "run", "judge", "templates_hash"),),
+    ),
+    "eval_metrics": TableSpec(
+        columns={"id": int, "eval_id": int, "item_id": str, "k": int, "metric": str, "value": float, "created_at": str},
+        foreign_keys=(("eval_id", "evals", "id"),),
+        unique=(("eval_id", "item_id", "k", "metric"),),
+    ),
     # Replies of paid APIs by request fingerprint, so that a rerun repeats no call.
     "api_cache": TableSpec(
         columns={"key": str, "value": str, "created_at": str},

@@ -62,7 +62,71 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(gen)
     add_wheel_commands(commands, common)
     add_train_commands(commands, common)
+    add_eval_commands(commands, common)
     return parser
+
+
+def add_eval_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`dsd eval sample|judge|metrics|report`: the DreamBench++ protocol (see pipeline/evaluation.py)."""
+    evaluation = commands.add_parser("eval", parents=[common], help="evaluate a model: DreamBench++ judge, CLIP/DINO")
+    stages = evaluation.add_subparsers(dest="stage", required=True, parser_class=OneLineParser)
+    sample = stages.add_parser("sample", parents=[common], help="generate one (or K) picture per benchmark prompt")
+    sample.add_argument("--name", required=True, help="the evaluation's name (continues it if it exists)")
+    sample.add_argument("--benchmark", help="a DreamBench++ folder (default: the built-in 4-subject set)")
+    sample.add_argument("--base", help="FLUX.1-dev folder (default: the embedded model)")
+    sample.add_argument("--dsd", help="DSD weights folder")
+    sample.add_argument("--run", type=int, help="a training run's weights instead of --base/--dsd")
+    sample.add_argument("--per-prompt", type=int, default=1)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--size", type=int, default=512)
+    sample.add_argument("--steps", type=int, default=28)
+    sample.add_argument("--limit", type=int, help="at most this many new pictures now (resume later)")
+    judge = stages.add_parser("judge", parents=[common], help="a VLM scores CP and PF, 3 runs by default")
+    judge.add_argument("evaluation", help="evaluation name or id")
+    judge.add_argument("--judge-url", help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)")
+    judge.add_argument("--judge-model", help="model name at --judge-url")
+    judge.add_argument("--judge", dest="judge_spec", help="gemini:MODEL (key from GEMINI_API_KEY) or openai:MODEL")
+    judge.add_argument("--runs", type=int, default=3)
+    judge.add_argument("--concurrency", type=int, default=4)
+    judge.add_argument("--templates", help="a DreamBench++ checkout (or template folder) for its exact prompts")
+    metrics = stages.add_parser("metrics", parents=[common], help="CLIP-I, CLIP-T and DINO from local checkpoints")
+    metrics.add_argument("evaluation")
+    metrics.add_argument("--clip", help="folder of openai/clip-vit-base-patch32")
+    metrics.add_argument("--dino", help="folder of facebook/dino-vits8")
+    metrics.add_argument("--dinov2", help="folder of facebook/dinov2-small")
+    report = stages.add_parser("report", parents=[common], help="the figures: JSON, CSV or a Table 1 in Markdown")
+    report.add_argument("evaluation")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+    report.add_argument("--csv", type=Path, help="also write every judgement to this CSV file")
+    report.add_argument("--partial", action="store_true", help="report even with missing or failed items (says so)")
+    report.add_argument("--runs", type=int, help="judge runs expected (default: those judged)")
+
+
+def run_eval(args) -> int:
+    import json
+
+    from pipeline import evaluation
+    from pipeline.store import Store, data_home
+
+    store = Store(data_home(getattr(args, "home", None)))
+    if args.stage == "sample":
+        eval_id = evaluation.create_eval(store, args.name, args.benchmark, args.base, args.dsd, args.run,
+                                         args.per_prompt, args.seed, args.size, args.steps)
+        made = evaluation.sample_items(store, eval_id, args.limit)
+        print(f"evaluation {eval_id} ({args.name}): {made} new pictures, "
+              f"{store.count('eval_samples', 'eval_id = ?', [eval_id])} in all")
+    elif args.stage == "judge":
+        judge = evaluation.judge_from_options(args.judge_url, args.judge_model, args.judge_spec)
+        added = evaluation.judge_samples(store, args.evaluation, judge, args.runs, args.templates, args.concurrency)
+        print(f"{added} judgements by {judge.name} at {judge.endpoint}")
+    elif args.stage == "metrics":
+        print(f"{evaluation.feature_metrics(store, args.evaluation, args.clip, args.dino, args.dinov2)} metric values")
+    else:
+        result = evaluation.report(store, args.evaluation, args.runs, allow_partial=args.partial)
+        if args.csv:
+            evaluation.write_csv(store, args.evaluation, args.csv)
+        print(json.dumps(result, indent=1) if args.json else evaluation.markdown_table(result))
+    return 0
 
 
 def add_train_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -300,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     try:
-        commands = {"generate": run_generate, "studio": run_studio, "wheel": run_wheel, "train": run_train}
+        commands = {"generate": run_generate, "studio": run_studio, "wheel": run_wheel, "train": run_train,
+                    "eval": run_eval}
         return commands[args.command](args)
     except UserInputError as error:
         print(f"dsd: error: {error}", file=sys.stderr)
