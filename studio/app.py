@@ -7,7 +7,7 @@ from collections.abc import Callable
 import gradio as gr
 
 from pipeline.service import LICENCE_NOTE, Settings
-from studio import generate_tab, train_tab, wheel_tab
+from studio import eval_tab, generate_tab, train_tab, wheel_tab
 
 log = logging.getLogger(__name__)
 LOCAL_HOST = "127.0.0.1"
@@ -38,6 +38,8 @@ def build_studio(settings: Settings, gpu_wrapper: Callable | None = None) -> gr.
                 wheel_tab.build(settings)
             with gr.Tab("Train", id="train"):
                 train_tab.build(settings)
+            with gr.Tab("Evaluate", id="evaluate"):
+                eval_tab.build(settings)
     # One job at a time: a generation holds the whole GPU; the others wait in the queue and see it.
     return studio.queue(default_concurrency_limit=1)
 

@@ -100,24 +100,46 @@ def add_eval_commands(commands, common: argparse.ArgumentParser) -> None:
     report.add_argument("--csv", type=Path, help="also write every judgement to this CSV file")
     report.add_argument("--partial", action="store_true", help="report even with missing or failed items (says so)")
     report.add_argument("--runs", type=int, help="judge runs expected (default: those judged)")
+    for stage in (sample, judge, metrics, report):
+        stage.add_argument("--job", type=int, help=argparse.SUPPRESS)  # set by the studio's job launcher
 
 
 def run_eval(args) -> int:
     import json
 
     from pipeline import evaluation
+    from pipeline.jobs import JobReporter
     from pipeline.store import Store, data_home
 
     store = Store(data_home(getattr(args, "home", None)))
+    reporter = JobReporter(store, getattr(args, "job", None))
+    try:
+        run_eval_stage(args, store, evaluation, json, reporter)
+    except UserInputError as error:
+        reporter.finish("failed", str(error))
+        raise
+    except KeyboardInterrupt:
+        reporter.finish("stopped" if reporter.should_stop() else "failed", "interrupted")
+        raise
+    except BaseException as error:
+        reporter.finish("failed", f"{type(error).__name__}: {error}")
+        raise
+    reporter.finish("done")
+    return 0
+
+
+def run_eval_stage(args, store, evaluation, json, reporter) -> None:
+    progress = lambda done, total: reporter.progress(done, total, force=done == total)  # noqa: E731
     if args.stage == "sample":
         eval_id = evaluation.create_eval(store, args.name, args.benchmark, args.base, args.dsd, args.run,
                                          args.per_prompt, args.seed, args.size, args.steps)
-        made = evaluation.sample_items(store, eval_id, args.limit)
+        made = evaluation.sample_items(store, eval_id, args.limit, on_progress=progress)
         print(f"evaluation {eval_id} ({args.name}): {made} new pictures, "
               f"{store.count('eval_samples', 'eval_id = ?', [eval_id])} in all")
     elif args.stage == "judge":
         judge = evaluation.judge_from_options(args.judge_url, args.judge_model, args.judge_spec)
-        added = evaluation.judge_samples(store, args.evaluation, judge, args.runs, args.templates, args.concurrency)
+        added = evaluation.judge_samples(store, args.evaluation, judge, args.runs, args.templates, args.concurrency,
+                                         on_progress=progress)
         print(f"{added} judgements by {judge.name} at {judge.endpoint}")
     elif args.stage == "metrics":
         print(f"{evaluation.feature_metrics(store, args.evaluation, args.clip, args.dino, args.dinov2)} metric values")
@@ -126,7 +148,6 @@ def run_eval(args) -> int:
         if args.csv:
             evaluation.write_csv(store, args.evaluation, args.csv)
         print(json.dumps(result, indent=1) if args.json else evaluation.markdown_table(result))
-    return 0
 
 
 def add_train_commands(commands, common: argparse.ArgumentParser) -> None:

@@ -80,7 +80,8 @@ def save_screenshot(page, name: str) -> None:
         shutil.copyfile(artifact, ROOT / "docs" / README_NAMES[name])
 
 
-README_NAMES = {"studio-generate.png": "studio.png", "wheel-review.png": "wheel.png", "train-tab.png": "train.png"}
+README_NAMES = {"studio-generate.png": "studio.png", "wheel-review.png": "wheel.png", "train-tab.png": "train.png",
+                "eval-tab.png": "evaluate.png"}
 
 
 CURATED = 30  # pairs the judge has seen; the rest have no verdict yet

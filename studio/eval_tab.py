@@ -1,0 +1,355 @@
+"""The Evaluate tab: the DreamBench++ protocol (`pipeline.evaluation`) as background jobs, and its results.
+
+Layout and event wiring only. Sampling, judging and the feature metrics run as `dsd eval STAGE` in a
+job process of their own (`pipeline.jobs`); the tab reads the store on a timer. API names:
+`eval_sample`, `eval_judge`, `eval_metrics`, `eval_stop`, `eval_jobs`, `eval_names`, `eval_results`,
+`eval_sample_view`.
+"""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from pipeline import evaluation
+from pipeline.errors import UserInputError
+from pipeline.jobs import dsd_command, log_tail, reconcile, request_stop, start_job
+from pipeline.service import Settings
+from pipeline.store import Store
+from studio.generate_tab import shown_as_gr_error
+from studio.wheel_tab import local_time, select_job, whole_number
+
+JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
+FIGURE_HEADERS = ["figure", "mean", "std"]
+SCORE_HEADERS = ["run", "judge", "CP", "PF", "CP reasoning", "PF reasoning"]
+JOBS_SHOWN, LOG_BYTES = 20, 6000
+NO_JUDGEMENTS = "has no judgements yet: run **Judge** first (after **Sample**)."
+
+
+# what the forms mean
+
+
+def eval_name(name) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise UserInputError("give the evaluation a name")
+    return name
+
+
+def folder_flag(flag: str, folder) -> list[str]:
+    """`[flag, absolute folder]` for a folder that exists on the server, nothing for a blank field."""
+    folder = (folder or "").strip()
+    if not folder:
+        return []
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"{flag.lstrip('-')} folder {folder!r} does not exist on the server")
+    return [flag, str(path.resolve())]
+
+
+def sample_flags(store: Store, name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512,
+                 steps=28) -> list[str]:
+    """The `dsd eval sample` flags, checked by making (or finding) the evaluation: a bad value is a UserInputError."""
+    name = eval_name(name)
+    flags = ["--name", name] + folder_flag("--benchmark", benchmark)
+    if run not in (None, ""):
+        if (base or "").strip() or (dsd or "").strip():
+            raise UserInputError("a training run brings its own base and weights: leave the base and DSD fields blank")
+        flags += ["--run", str(whole_number("training run", run))]
+    else:
+        flags += folder_flag("--base", base) + folder_flag("--dsd", dsd)
+    if seed is None or float(seed) != int(seed):
+        raise UserInputError(f"seed {seed!r}: give a whole number")
+    numbers = {"--per-prompt": whole_number("pictures per prompt", per_prompt), "--seed": int(seed),
+               "--size": whole_number("size", size, 16), "--steps": whole_number("steps", steps)}
+    if numbers["--size"] % 16:
+        raise UserInputError(f"size {numbers['--size']}: give a multiple of 16")
+    flags += [str(part) for pair in numbers.items() for part in pair]
+    value = dict(zip(flags[::2], flags[1::2]))
+    evaluation.create_eval(store, name, value.get("--benchmark"), value.get("--base"), value.get("--dsd"),
+                           int(value["--run"]) if "--run" in value else None, numbers["--per-prompt"],
+                           numbers["--seed"], numbers["--size"], numbers["--steps"])
+    return flags
+
+
+def judge_flags(store: Store, name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4) -> list[str]:
+    """The `dsd eval judge` flags, checked (the judge is built once here: a missing key is refused now)."""
+    evaluation.get_eval(store, eval_name(name))
+    url, model, spec = ((value or "").strip() for value in (judge_url, judge_model, judge_spec))
+    evaluation.judge_from_options(url or None, model or None, spec or None)
+    flags = ["--judge-url", url, "--judge-model", model] if (url or model) else ["--judge", spec]
+    return [eval_name(name), *flags, "--runs", str(whole_number("runs", runs)),
+            "--concurrency", str(whole_number("concurrency", concurrency))]
+
+
+def metric_flags(store: Store, name, clip="", dino="", dinov2="") -> list[str]:
+    evaluation.get_eval(store, eval_name(name))
+    flags = folder_flag("--clip", clip) + folder_flag("--dino", dino) + folder_flag("--dinov2", dinov2)
+    if not flags:
+        raise UserInputError("give at least one checkpoint folder: CLIP, DINO or DINOv2")
+    return [eval_name(name), *flags]
+
+
+# what the tab shows
+
+
+def job_rows(store: Store) -> list[list]:
+    return [[job["id"], job["kind"].removeprefix("eval:"), job["status"],
+             f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
+             local_time(job["started_at"]), job["error"] or ""] for job in store.jobs("eval:", limit=JOBS_SHOWN)]
+
+
+def eval_log(store: Store, job_id) -> str:
+    jobs = store.jobs("eval:", job_id=int(job_id) if job_id else None, limit=1)
+    return log_tail(jobs[0]["log_path"], LOG_BYTES) if jobs else ""
+
+
+def figure_rows(result: dict) -> list[list]:
+    rows = [[label, result[key]["mean"], result[key]["std"]] for label, key in
+            (("CP", "cp"), ("PF", "pf"), ("CP·PF", "cp_pf")) if result.get(key)]
+    if result.get("cp_debiased") is not None:
+        rows.append(["de-biased CP", result["cp_debiased"], None])
+    rows += [[name, value, None] for name, value in result.get("metrics", {}).items()]
+    return rows
+
+
+def category_frame(result: dict) -> pd.DataFrame:
+    rows = [{"category": category, "cp": figures["cp"]["mean"]}
+            for category, figures in sorted(result["by_category"].items())
+            if figures.get("cp") and figures["cp"].get("mean") is not None]
+    return pd.DataFrame(rows, columns=["category", "cp"])
+
+
+def provenance_text(result: dict) -> str:
+    prov, coverage = result["provenance"], result["coverage"]
+    partial = "**PARTIAL** (missing or failed items)" if result["partial"] else "complete"
+    return (f"**{prov['evaluation']}**: coverage {coverage['scored']}/{coverage['expected']}, {partial}; "
+            f"{result['runs']} run(s) · {evaluation.describe_judge(prov)} · model {prov['model']} · "
+            f"benchmark {prov['benchmark']}")
+
+
+def results_view(store: Store, name) -> tuple:
+    """(figures, provenance line, Table 1 markdown, CP by category) of an evaluation, or a message instead."""
+    empty = [], "", "", pd.DataFrame(columns=["category", "cp"])
+    if not (name or "").strip():
+        return [], "Pick an evaluation.", *empty[2:]
+    found = evaluation.get_eval(store, name)
+    if not store.count("eval_judgements", "eval_id = ?", [found["id"]]):
+        samples = store.count("eval_samples", "eval_id = ?", [found["id"]])
+        return [], f"Evaluation **{found['name']}** ({samples} samples) {NO_JUDGEMENTS}", *empty[2:]
+    result = evaluation.report(store, found["id"], allow_partial=True)
+    return figure_rows(result), provenance_text(result), evaluation.markdown_table(result), category_frame(result)
+
+
+def reasoning(replies: dict, criterion: str) -> str:
+    texts = (replies or {}).get(criterion) or []
+    return texts[-1].strip() if texts else ""
+
+
+def sample_view(store: Store, name, index) -> tuple:
+    """(index, reference, output, caption, scores) for sample `index` of an evaluation, in benchmark order."""
+    if not (name or "").strip():
+        return 0, None, None, "Pick an evaluation.", []
+    found = evaluation.get_eval(store, name)
+    samples = store.rows("eval_samples", "eval_id = ?", [found["id"]], order_by="id")
+    if not samples:
+        return 0, None, None, f"Evaluation **{found['name']}** has no samples yet: run **Sample** first.", []
+    index = min(max(int(index or 0), 0), len(samples) - 1)
+    sample = samples[index]
+    judged = store.rows("eval_judgements", "eval_id = ? and item_id = ? and k = ?",
+                        [found["id"], sample["item_id"], sample["k"]], order_by="id")
+    scores = [[row["run"], row["judge"], row["cp"], row["pf"], reasoning(row["replies"], "cp"),
+               reasoning(row["replies"], "pf")] for row in judged]
+    caption = (f"**{index + 1} of {len(samples)}** · {sample['item_id']} ({sample['category']}, {sample['kind']}), "
+               f"seed {sample['seed']}\n\n**Prompt:** {sample['prompt']}"
+               + ("" if judged else "\n\n*Not judged yet.*"))
+    return index, sample["reference"], sample["path"], caption, scores
+
+
+# layout
+
+
+def run_panel() -> SimpleNamespace:
+    r = SimpleNamespace()
+    with gr.Row():
+        r.name = gr.Textbox("", label="Evaluation name", elem_id="eval-name")
+        r.benchmark = gr.Textbox("", label="Benchmark folder", placeholder="blank: the built-in set",
+                                 elem_id="eval-benchmark")
+    with gr.Row():
+        r.base = gr.Textbox("", label="Base model", placeholder="blank: the embedded model; a FLUX.1-dev folder")
+        r.dsd = gr.Textbox("", label="DSD weights", placeholder="blank: none; a DSD weights or training run folder")
+        r.run = gr.Number(None, label="Training run id", info="instead of base and weights", precision=0)
+    with gr.Row():
+        r.per_prompt = gr.Number(1, label="Pictures per prompt", precision=0)
+        r.seed = gr.Number(0, label="Seed", precision=0)
+        r.size = gr.Number(512, label="Size", precision=0)
+        r.steps = gr.Number(28, label="Steps", precision=0)
+    with gr.Row():
+        r.judge_url = gr.Textbox("", label="Judge URL", placeholder="OpenAI-compatible endpoint (key: OPENAI_API_KEY)")
+        r.judge_model = gr.Textbox("", label="Judge model", placeholder="model name at the URL")
+        r.judge_spec = gr.Textbox("", label="Or judge", placeholder="gemini:MODEL (key: GEMINI_API_KEY)")
+        r.runs = gr.Number(3, label="Runs", precision=0)
+        r.concurrency = gr.Number(4, label="Concurrency", precision=0)
+    with gr.Row():
+        r.clip = gr.Textbox("", label="CLIP folder", placeholder="openai/clip-vit-base-patch32")
+        r.dino = gr.Textbox("", label="DINO folder", placeholder="facebook/dino-vits8")
+        r.dinov2 = gr.Textbox("", label="DINOv2 folder", placeholder="facebook/dinov2-small")
+    with gr.Row():
+        r.sample = gr.Button("Sample", variant="primary", elem_id="eval-sample")
+        r.judge = gr.Button("Judge", variant="primary", elem_id="eval-judge")
+        r.metrics = gr.Button("Metrics", elem_id="eval-metrics")
+        r.stop = gr.Button("Stop", variant="stop", elem_id="eval-stop")
+        r.job = gr.Number(None, label="Log of job", info="blank: the newest", precision=0, elem_id="eval-job")
+    r.message = gr.Markdown(elem_id="eval-message")
+    r.jobs = gr.Dataframe(headers=JOB_HEADERS, interactive=False, max_height=260, label="Jobs", elem_id="eval-jobs")
+    r.log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, interactive=False, elem_id="eval-log")
+    return r
+
+
+def results_column(suffix: str, label: str) -> SimpleNamespace:
+    c = SimpleNamespace()
+    c.pick = gr.Dropdown([], value=None, label=label, allow_custom_value=True, elem_id=f"eval-pick{suffix}")
+    c.provenance = gr.Markdown(elem_id=f"eval-provenance{suffix}")
+    c.figures = gr.Dataframe(headers=FIGURE_HEADERS, interactive=False, label="Figures (mean and std over runs)",
+                             elem_id=f"eval-figures{suffix}")
+    c.chart = gr.BarPlot(pd.DataFrame(columns=["category", "cp"]), x="category", y="cp", y_lim=[0, 1],
+                         title="CP by category", elem_id=f"eval-chart{suffix}")
+    return c
+
+
+def results_panel() -> SimpleNamespace:
+    p = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            p.a = results_column("", "Evaluation")
+        with gr.Column():
+            p.b = results_column("-b", "Compare with")
+    p.table = gr.Markdown(elem_id="eval-table")
+    return p
+
+
+def samples_panel() -> SimpleNamespace:
+    s = SimpleNamespace()
+    with gr.Row():
+        s.previous = gr.Button("← Previous", elem_id="eval-previous")
+        s.next = gr.Button("Next →", elem_id="eval-next")
+    s.caption = gr.Markdown(elem_id="eval-caption")
+    with gr.Row(equal_height=True):
+        s.reference = gr.Image(label="Reference", type="filepath", interactive=False, height=320,
+                               elem_id="eval-reference")
+        s.output = gr.Image(label="Output", type="filepath", interactive=False, height=320, elem_id="eval-output")
+    s.scores = gr.Dataframe(headers=SCORE_HEADERS, interactive=False, wrap=True, label="Judgements",
+                            elem_id="eval-scores")
+    s.index = gr.State(0)
+    return s
+
+
+# wiring
+
+
+def build(settings: Settings) -> None:
+    """Lay out the tab inside the current Blocks and wire its events."""
+    store = Store(settings.home)
+    with gr.Tabs():
+        with gr.Tab("Results", id="eval-results"):
+            p = results_panel()
+        with gr.Tab("Samples", id="eval-samples"):
+            s = samples_panel()
+        with gr.Tab("Run", id="eval-run"):
+            r = run_panel()
+    timer = gr.Timer(1.0)
+    wire_run(store, r, timer)
+    wire_results(store, p, s, timer)
+
+
+def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
+    home = lambda: str(store.home.resolve())  # noqa: E731
+
+    def started(stage: str, flags: list[str]):
+        job_id = start_job(store, f"eval:{stage}", dsd_command("eval", stage, "--home", home(), *flags))
+        return job_id, f"Started job {job_id}: `dsd eval {stage} {' '.join(flags)}`"
+
+    def eval_sample(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512, steps=28):
+        """Make (or continue) evaluation `name` and generate its samples as a background job; returns job id, message."""
+        with shown_as_gr_error("starting the sampling"):
+            return started("sample", sample_flags(store, name, benchmark, base, dsd, run, per_prompt, seed, size, steps))
+
+    def eval_judge(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4):
+        """Score an evaluation's samples with a VLM judge as a background job; returns job id, message."""
+        with shown_as_gr_error("starting the judge"):
+            return started("judge", judge_flags(store, name, judge_url, judge_model, judge_spec, runs, concurrency))
+
+    def eval_metrics(name, clip="", dino="", dinov2=""):
+        """CLIP-I/T and DINO scores from local checkpoint folders as a background job; returns job id, message."""
+        with shown_as_gr_error("starting the metrics"):
+            return started("metrics", metric_flags(store, name, clip, dino, dinov2))
+
+    def eval_stop(job_id=None):
+        """Ask an evaluation job (blank: the newest running one) to stop."""
+        with shown_as_gr_error("stopping the job"):
+            jobs = store.jobs("eval:", job_id=int(job_id) if job_id else None, running=True, limit=1)
+            if not jobs:
+                raise UserInputError(f"no running evaluation job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
+            request_stop(store, jobs[0]["id"])
+        return f"Asked job {jobs[0]['id']} to stop."
+
+    def eval_jobs(job_id=None):
+        """The evaluation jobs (newest first) and the log of job `job_id` (blank: the newest)."""
+        with shown_as_gr_error("reading the jobs"):
+            reconcile(store)
+            return job_rows(store), eval_log(store, job_id)
+
+    sample_inputs = [r.name, r.benchmark, r.base, r.dsd, r.run, r.per_prompt, r.seed, r.size, r.steps]
+    r.sample.click(eval_sample, sample_inputs, [r.job, r.message], api_name="eval_sample")
+    r.judge.click(eval_judge, [r.name, r.judge_url, r.judge_model, r.judge_spec, r.runs, r.concurrency],
+                  [r.job, r.message], api_name="eval_judge")
+    r.metrics.click(eval_metrics, [r.name, r.clip, r.dino, r.dinov2], [r.job, r.message], api_name="eval_metrics")
+    r.stop.click(eval_stop, r.job, r.message, queue=False, api_name="eval_stop")
+    timer.tick(eval_jobs, r.job, [r.jobs, r.log], api_name="eval_jobs", show_progress="hidden")
+    r.jobs.select(select_job, None, r.job, api_visibility="private")
+
+
+def wire_results(store: Store, p: SimpleNamespace, s: SimpleNamespace, timer: gr.Timer) -> None:
+    known = gr.State([])
+
+    def eval_names() -> list[str]:
+        """The evaluations' names, newest first."""
+        with shown_as_gr_error("reading the evaluations"):
+            return [row["name"] for row in store.rows("evals", order_by="id desc")]
+
+    def refresh_pickers(shown):
+        names = eval_names()
+        if names == shown:
+            return gr.skip(), gr.skip(), gr.skip()
+        return names, gr.Dropdown(choices=names), gr.Dropdown(choices=names)
+
+    def eval_results(name):
+        """An evaluation's figures (CP, PF, CP·PF mean and std; de-biased CP; metrics), its provenance
+        line, the Table 1 markdown and CP by category; a message when it has no judgements yet."""
+        with shown_as_gr_error("reading the results"):
+            return results_view(store, name)
+
+    def show_sample(name, index=0, step=0):
+        with shown_as_gr_error("reading the sample"):
+            return sample_view(store, name, int(index or 0) + step)
+
+    def eval_sample_view(name: str, index: int = 0) -> dict:
+        """Sample `index` (0-based) of an evaluation: index, reference and output paths, caption, each run's scores."""
+        index, reference, output, caption, scores = show_sample(name, index)
+        return {"index": index, "reference": reference, "output": output, "caption": caption, "scores": scores}
+
+    gr.on(None, refresh_pickers, known, [known, p.a.pick, p.b.pick], api_visibility="private")
+    timer.tick(refresh_pickers, known, [known, p.a.pick, p.b.pick], api_visibility="private", show_progress="hidden")
+    gr.api(eval_names, api_name="eval_names")
+    a_view = [p.a.figures, p.a.provenance, p.table, p.a.chart]
+    b_view = [p.b.figures, p.b.provenance, gr.State(""), p.b.chart]
+    sample = [s.index, s.reference, s.output, s.caption, s.scores]
+    p.a.pick.change(eval_results, p.a.pick, a_view, api_name="eval_results").then(
+        show_sample, [p.a.pick], sample, api_visibility="private")
+    p.b.pick.change(eval_results, p.b.pick, b_view, api_visibility="private")
+    gr.api(eval_sample_view, api_name="eval_sample_view")
+    s.previous.click(lambda name, index: show_sample(name, index, -1), [p.a.pick, s.index], sample,
+                     api_visibility="private")
+    s.next.click(lambda name, index: show_sample(name, index, 1), [p.a.pick, s.index], sample,
+                 api_visibility="private")

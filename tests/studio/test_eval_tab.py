@@ -1,0 +1,115 @@
+"""The Evaluate tab: sample and judge as background jobs through the HTTP API (gradio_client), against a
+scripted judge on 127.0.0.1; and the results, chart and samples in a real browser."""
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from pipeline import evaluation
+from pipeline.store import Store
+from tests.pipeline.test_evaluation import ScriptedJudge
+from tests.studio.conftest import TIMEOUT_MS, save_screenshot
+
+
+def wait_for_job(client, job_id: int, timeout: float = 50) -> tuple[list, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs, log = client.predict(job_id=job_id, api_name="/eval_jobs")
+        row = next(row for row in jobs["data"] if row[0] == job_id)
+        if row[2] != "running" or time.monotonic() > deadline:
+            return row, log
+        time.sleep(0.3)
+
+
+def figures(table: dict) -> dict:
+    return {row[0]: (row[1], row[2]) for row in table["data"] if row and row[0]}
+
+
+def test_sample_and_judge_run_as_jobs_and_the_results_equal_the_report(start_studio, tmp_path, fake_api, monkeypatch):
+    fake_api.reply = ScriptedJudge()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # before the judge job starts: the child inherits it
+    with start_studio(tmp_path) as studio:
+        client = Client(studio.url, verbose=False)
+        job_id, message = client.predict(name="api-eval", benchmark="", base="", dsd="", run=None, per_prompt=1,
+                                         seed=3, size=64, steps=2, api_name="/eval_sample")
+        assert f"Started job {job_id}" in message and "--size 64" in message
+        assert "api-eval" in client.predict(api_name="/eval_names")  # made at once, before the job ends
+        _, pending, _, _ = client.predict(name="api-eval", api_name="/eval_results")
+        assert "no judgements yet" in pending
+        row, log = wait_for_job(client, job_id)
+        assert row[1:4] == ["sample", "done", "36/36"], (row, log)
+
+        job_id, message = client.predict(name="api-eval", judge_url=fake_api.openai_base_url,
+                                         judge_model="scripted-judge", judge_spec="", runs=2, concurrency=4,
+                                         api_name="/eval_judge")
+        row, log = wait_for_job(client, job_id)
+        assert row[1:3] == ["judge", "done"], (row, log)
+        table, provenance, markdown, chart = client.predict(name="api-eval", api_name="/eval_results")
+
+        with pytest.raises(Exception, match="--judge-url"):
+            client.predict(name="api-eval", judge_url="", judge_model="lonely-model", judge_spec="", runs=1,
+                           concurrency=1, api_name="/eval_judge")
+        with pytest.raises(Exception, match="no evaluation"):
+            client.predict(name="nothing-here", api_name="/eval_results")
+        assert client.predict(api_name="/eval_names") == ["api-eval"]  # still answering
+        view = client.predict(name="api-eval", index=0, api_name="/eval_sample_view")
+
+    expected = evaluation.report(Store(tmp_path), "api-eval", allow_partial=True)
+    shown = figures(table)
+    for label, key in (("CP", "cp"), ("PF", "pf"), ("CP·PF", "cp_pf")):
+        assert shown[label] == (pytest.approx(expected[key]["mean"]), pytest.approx(expected[key]["std"]))
+    assert not expected["partial"] and expected["runs"] == 2
+    assert fake_api.openai_base_url in provenance and "local endpoint" in provenance and "72/72" in provenance
+    assert "DSD (paper, GPT-4o)" in markdown and "api-eval" in markdown
+    assert chart["columns"] == ["category", "cp"] and {category: pytest.approx(cp) for category, cp in chart["data"]} == {
+        category: figures["cp"]["mean"] for category, figures in expected["by_category"].items()}
+    assert view["output"].endswith(".png") and "Prompt:" in view["caption"]
+    assert len(view["scores"]) == 2 and view["scores"][0][4].startswith("Same subject")  # the judge's reasoning
+
+
+@pytest.fixture(scope="module")
+def judged_home(tmp_path_factory):
+    """A data folder with one evaluation, sampled and judged in-process by the scripted judge."""
+    from tests.fake_api import FakeAPI
+
+    home = tmp_path_factory.mktemp("eval-tab")
+    store = Store(home)
+    eval_id = evaluation.create_eval(store, "judged", size=64, steps=2)
+    evaluation.sample_items(store, eval_id, limit=8)  # a partial evaluation: quicker, and shown as such
+    with FakeAPI() as server, pytest.MonkeyPatch.context() as patch:
+        server.reply = ScriptedJudge()
+        patch.setenv("OPENAI_API_KEY", "sk-test")
+        judge = evaluation.judge_from_options(server.openai_base_url, "scripted-judge")
+        evaluation.judge_samples(store, eval_id, judge, runs=1)
+    evaluation.create_eval(store, "unjudged", size=64, steps=2)
+    return home
+
+
+def test_pick_an_evaluation_and_see_its_figures_and_chart(browser, start_studio, judged_home):
+    from playwright.sync_api import expect
+
+    with start_studio(judged_home) as studio:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(studio.url)
+        page.get_by_role("tab", name="Evaluate").click()
+        for pick, name in (("#eval-pick", "judged"), ("#eval-pick-b", "unjudged")):
+            page.locator(f"{pick} input").click()
+            page.locator("ul[role=listbox] li[role=option]", has_text=name).filter(
+                has_not_text="unjudged" if name == "judged" else "@@").first.click()
+            expect(page.locator(f"{pick} input")).to_have_value(name)
+
+        figures_table = page.locator("#eval-figures")
+        expect(figures_table).to_contain_text("CP·PF")
+        expect(page.locator("#eval-provenance")).to_contain_text("local endpoint")
+        expect(page.locator("#eval-provenance-b")).to_contain_text("no judgements yet")
+        expect(page.locator("#eval-table")).to_contain_text("DSD (paper, GPT-4o)")
+        expect(page.locator("#eval-chart canvas, #eval-chart svg").first).to_be_visible()
+        save_screenshot(page, "eval-tab.png")
+
+        page.get_by_role("tab", name="Samples").click()
+        expect(page.locator("#eval-caption")).to_contain_text("1 of 8")
+        expect(page.locator("#eval-scores")).to_contain_text("Same subject")
+        expect(page.locator("#eval-output img")).to_be_visible()
+        page.close()
