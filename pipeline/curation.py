@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserInputError
-from pipeline.providers import InvalidReply, Provider, ProviderError, ask_json, read_json
+from pipeline.providers import InvalidReply, Provider, ProviderError, ask_json, is_auth_failure, read_json
 
 PROMPT_VERSION = "curate-v1"
 MAX_SIDE = 768  # long side sent to the VLM: enough to judge identity, cheap in image tokens
@@ -74,7 +73,6 @@ _TEXT_FIELDS = ("subject", "description_a", "description_b", "reasoning")
 _CAPTION_FIELDS = ("caption_target", "caption_instruction")
 # providers.py words every rejected or missing key as "... (HTTP 401)" / "(HTTP 403)" (Gemini's
 # 400 API_KEY_INVALID is mapped to 401 there); ProviderError has no subclass or status to test.
-_AUTH_FAILURE = re.compile(r"\(HTTP 40[13]\)")
 
 
 def prompt_fingerprint() -> str:
@@ -120,11 +118,6 @@ class Judge(Protocol):
     name: str
 
     def judge(self, a: Image.Image, b: Image.Image) -> Verdict: ...
-
-
-def is_auth_failure(error: BaseException) -> bool:
-    """A refused or missing API key: every further request would fail the same way."""
-    return isinstance(error, ProviderError) and bool(_AUTH_FAILURE.search(str(error)))
 
 
 class VLMJudge:

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 from PIL import Image
 
 from pipeline.errors import UserInputError
-from pipeline.providers import InvalidReply, Provider, ProviderError
+from pipeline.providers import InvalidReply, Provider, ProviderError, is_auth_failure
 
 OUR_TEMPLATES = Path(__file__).resolve().parent / "judge_templates"
 JUDGE_SIZE = (512, 512)
@@ -238,7 +238,8 @@ def judge_item(provider: Provider, templates: TemplateSet, *, reference: Image.I
                temperature: float | None = JUDGE_TEMPERATURE, debiased: bool = True) -> Judgement:
     """Score one generated image: CP (reference, generated), PF (prompt, generated) and, when
     asked and the templates have them, de-biased CP. Category "style" uses the style templates.
-    A criterion whose judge fails (malformed replies, timeouts) scores None with its error."""
+    A criterion whose judge fails (malformed replies, timeouts) scores None with its error; a refused
+    API key is raised, since every other item would fail the same way."""
     style = category == "style"
     cp_role = "cp_style" if style else "cp_subject"
     requests = {
@@ -256,6 +257,8 @@ def judge_item(provider: Provider, templates: TemplateSet, *, reference: Image.I
         except InvalidScore as exc:
             replies[name], errors[name] = exc.replies, str(exc)
         except ProviderError as exc:
+            if is_auth_failure(exc):  # a refused key fails every item alike: stop, and say why
+                raise
             replies[name], errors[name] = [], str(exc)
         else:
             scores[name], replies[name] = answer.score, answer.replies

@@ -322,6 +322,14 @@ class OfflineProvider:
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL | re.IGNORECASE)
 
 
+_AUTH_FAILURE = re.compile(r"\(HTTP 40[13]\)")
+
+
+def is_auth_failure(error: BaseException) -> bool:
+    """A refused or missing API key: every further request would fail the same way."""
+    return isinstance(error, ProviderError) and bool(_AUTH_FAILURE.search(str(error)))
+
+
 class InvalidReply(ProviderError):
     """The model answered every time, but never in the shape asked for; carries the tokens spent."""
 

@@ -155,3 +155,15 @@ def test_the_cli_reports_json_and_refuses_bad_input_in_one_line(sampled, fake_ap
     assert result.returncode == 2 and "--judge-url" in result.stderr and result.stderr.strip().count("\n") == 0
     result = subprocess.run([*dsd, "report", "nothing-here"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 2 and "no evaluation 'nothing-here'" in result.stderr
+
+
+def test_a_refused_key_stops_the_judge_and_records_nothing(sampled, fake_api, monkeypatch):
+    from pipeline.providers import ProviderError
+
+    store, eval_id = sampled
+    fake_api.reply = ScriptedJudge()
+    fake_api.fail_with(*[401] * 200)
+    judge = judge_with(fake_api, monkeypatch, model="refused-judge")
+    with pytest.raises(ProviderError, match="401"):
+        evaluation.judge_samples(store, eval_id, judge, runs=1, concurrency=1)
+    assert store.count("eval_judgements", "judge = 'refused-judge'") == 0
