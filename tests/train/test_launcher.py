@@ -86,7 +86,9 @@ def test_stop_resume_kill_resume_keeps_steps_and_metrics_continuous(tmp_path):
     run = wait_until(store, run_id, lambda run: run["status"] != "running")
     assert run["status"] == "failed"
     last_checkpoint = checkpoints(Path(run["out"]))[-1][0]
-    assert run["step"] - last_checkpoint < 7  # at most the steps since that checkpoint are lost
+    # At most the steps since that checkpoint are lost: `checkpoint_every` when the kill lands while the
+    # next checkpoint is being written (it is then a .tmp folder, never a half checkpoint).
+    assert run["step"] - last_checkpoint <= 7
     launcher.resume(store, run_id)
     run = wait_until(store, run_id, lambda run: run["resumed_from"] == last_checkpoint and run["step"] >= last_checkpoint + 3)
     assert f"resumed from step {last_checkpoint}" in Path(run["log_path"]).read_text()
