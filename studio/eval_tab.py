@@ -14,16 +14,15 @@ import pandas as pd
 
 from pipeline import evaluation
 from pipeline.errors import UserInputError
-from pipeline.jobs import dsd_command, log_tail, reconcile, request_stop, start_job
+from pipeline.jobs import dsd_command, reconcile, start_job
 from pipeline.service import Settings
 from pipeline.store import Store
 from studio.generate_tab import shown_as_gr_error
-from studio.wheel_tab import local_time, select_job, whole_number
+from studio.job_views import JOB_HEADERS, job_log, job_rows, select_job, stop_job
+from studio.wheel_tab import whole_number
 
-JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
 FIGURE_HEADERS = ["figure", "mean", "std"]
 SCORE_HEADERS = ["run", "judge", "CP", "PF", "CP reasoning", "PF reasoning"]
-JOBS_SHOWN, LOG_BYTES = 20, 6000
 NO_JUDGEMENTS = "has no judgements yet: run **Judge** first (after **Sample**)."
 
 
@@ -92,17 +91,6 @@ def metric_flags(store: Store, name, clip="", dino="", dinov2="") -> list[str]:
 
 
 # what the tab shows
-
-
-def job_rows(store: Store) -> list[list]:
-    return [[job["id"], job["kind"].removeprefix("eval:"), job["status"],
-             f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
-             local_time(job["started_at"]), job["error"] or ""] for job in store.jobs("eval:", limit=JOBS_SHOWN)]
-
-
-def eval_log(store: Store, job_id) -> str:
-    jobs = store.jobs("eval:", job_id=int(job_id) if job_id else None, limit=1)
-    return log_tail(jobs[0]["log_path"], LOG_BYTES) if jobs else ""
 
 
 def figure_rows(result: dict) -> list[list]:
@@ -288,17 +276,14 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     def eval_stop(job_id=None):
         """Ask an evaluation job (blank: the newest running one) to stop."""
         with shown_as_gr_error("stopping the job"):
-            jobs = store.jobs("eval:", job_id=int(job_id) if job_id else None, running=True, limit=1)
-            if not jobs:
-                raise UserInputError(f"no running evaluation job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
-            request_stop(store, jobs[0]["id"])
-        return f"Asked job {jobs[0]['id']} to stop."
+            stopped = stop_job(store, "eval:", job_id, "evaluation")
+        return f"Asked job {stopped} to stop."
 
     def eval_jobs(job_id=None):
         """The evaluation jobs (newest first) and the log of job `job_id` (blank: the newest)."""
         with shown_as_gr_error("reading the jobs"):
             reconcile(store)
-            return job_rows(store), eval_log(store, job_id)
+            return job_rows(store, "eval:"), job_log(store, "eval:", job_id)
 
     sample_inputs = [r.name, r.benchmark, r.base, r.dsd, r.run, r.per_prompt, r.seed, r.size, r.steps]
     r.sample.click(eval_sample, sample_inputs, [r.job, r.message], api_name="eval_sample")

@@ -25,6 +25,7 @@ from pipeline.jobs import log_tail
 from pipeline.service import Settings
 from pipeline.store import Store
 from studio.generate_tab import shown_as_gr_error
+from studio.job_views import LOG_BYTES
 from train import launcher
 from train.config import (MIXED_PRECISION, SCHEDULES, STRATEGIES, TrainConfig, config_values, load_preset, preset_names,
                           save_preset)
@@ -32,7 +33,7 @@ from train.config import (MIXED_PRECISION, SCHEDULES, STRATEGIES, TrainConfig, c
 DEFAULT_PRESET = "cpu-smoke"  # runs on any machine: a first-time user can press Start
 RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
 LOSSES = ("loss", "loss_reference", "loss_target")
-RUNS_SHOWN, LOG_BYTES, PLOT_POINTS, GRID_COLUMNS, CELL_PX, FORM_COLUMNS = 20, 6000, 1000, 8, 128, 8
+RUNS_SHOWN, PLOT_POINTS, GRID_COLUMNS, CELL_PX, FORM_COLUMNS = 20, 1000, 8, 128, 8
 FIELDS: tuple[Field, ...] = fields(TrainConfig)
 FIELD_NAMES = [f.name for f in FIELDS]
 CHOICES = {"schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION, "strategy": STRATEGIES}

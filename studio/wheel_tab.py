@@ -18,17 +18,17 @@ from pipeline.dataset import CAPTION_STYLES, export_pairs
 from pipeline.errors import UserInputError
 from pipeline.grids import LAYOUTS, Layout
 from pipeline.images import parse_size
-from pipeline.jobs import dsd_command, log_tail, reconcile, request_stop, start_job
+from pipeline.jobs import dsd_command, reconcile, start_job
 from pipeline.providers import make_provider
 from pipeline.service import Settings
 from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
 from pipeline.wheel import review_pair, review_queue, wheel_stats
 from studio.generate_tab import shown_as_gr_error
+from studio.job_views import JOB_HEADERS, job_log, job_rows, select_job, stop_job
 
 RUNNABLE = ("captions", "prompts", "grids", "pairs", "curate")
-JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
-JOBS_SHOWN, PAIRS_SHOWN, LOG_BYTES = 20, 2000, 6000
+PAIRS_SHOWN = 2000
 SHORTCUTS = {"a": "wheel-accept", "r": "wheel-reject", "f": "wheel-flag", "j": "wheel-next",
              "ArrowRight": "wheel-next", "k": "wheel-previous", "ArrowLeft": "wheel-previous"}
 # Small pictures are drawn as large as their frame (gradio shows them at their own size).
@@ -115,23 +115,6 @@ def stage_flags(s: StageSettings) -> list[str]:
 
 
 # what the tab shows
-
-
-def local_time(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
-
-
-def job_rows(store: Store) -> list[list]:
-    jobs = store.jobs("wheel:", limit=JOBS_SHOWN)
-    return [[job["id"], job["kind"].removeprefix("wheel:"), job["status"],
-             f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
-             local_time(job["started_at"]), job["error"] or ""] for job in jobs]
-
-
-def wheel_log(store: Store, job_id) -> str:
-    """The end of the log of job `job_id`, or of the newest wheel job when none is given."""
-    jobs = store.jobs("wheel:", job_id=int(job_id) if job_id else None, limit=1)
-    return log_tail(jobs[0]["log_path"], LOG_BYTES) if jobs else ""
 
 
 def verdict_label(pair: dict) -> str:
@@ -298,18 +281,15 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     def wheel_stop(job_id=None):
         """Ask a wheel job (blank: the newest running one) to stop after its current item."""
         with shown_as_gr_error("stopping the job"):
-            jobs = store.jobs("wheel:", job_id=int(job_id) if job_id else None, running=True, limit=1)
-            if not jobs:
-                raise UserInputError(f"no running wheel job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
-            request_stop(store, jobs[0]["id"])
-        return f"Asked job {jobs[0]['id']} to stop; it saves what it has done first."
+            stopped = stop_job(store, "wheel:", job_id, "wheel")
+        return f"Asked job {stopped} to stop; it saves what it has done first."
 
     def wheel_jobs(job_id=None):
         """The wheel's jobs (newest first), the log of job `job_id` (blank: the newest) and the stage counts."""
         with shown_as_gr_error("reading the jobs"):
             reconcile(store)
             stats = [[name, value] for name, value in wheel_stats(store).items()]
-            return job_rows(store), wheel_log(store, job_id), stats
+            return job_rows(store, "wheel:"), job_log(store, "wheel:", job_id), stats
 
     def wheel_export(caption_style, reviewed_only):
         """Write the accepted pairs to a parquet file in the data folder; returns it and a message."""
@@ -323,10 +303,6 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     timer.tick(wheel_jobs, r.job, [r.jobs, r.log, r.stats], api_name="wheel_jobs", show_progress="hidden")
     r.export.click(wheel_export, [r.caption_style, r.reviewed_only], [r.file, r.message], api_name="wheel_export")
     r.jobs.select(select_job, None, r.job, api_visibility="private")
-
-
-def select_job(event: gr.SelectData):
-    return (event.row_value or [None])[0]
 
 
 def wire_review(store: Store, v: SimpleNamespace) -> None:
