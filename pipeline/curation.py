@@ -16,13 +16,15 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserInputError
-from pipeline.providers import InvalidReply, Provider, ProviderError, ask_json, is_auth_failure, read_json
+from pipeline.providers import (InvalidReply, Provider, ProviderError, ask_json, is_auth_failure, make_provider,
+                                 read_json)
 
 PROMPT_VERSION = "curate-v1"
 MAX_SIDE = 768  # long side sent to the VLM: enough to judge identity, cheap in image tokens
@@ -181,6 +183,21 @@ def check_verdict(data: object) -> dict:
         "confidence": float(confidence),
         **{key: data[key].strip() for key in _TEXT_FIELDS + _CAPTION_FIELDS},
     }
+
+
+def make_judge(spec) -> "Judge":
+    """A curator from a spec: None -> the offline similarity stand-in; "mini:FOLDER" -> the miniature's
+    attribute judge; a provider spec ("openai:gpt-4o-mini", ...) -> a VLM; a Judge object as given."""
+    if spec is None or not isinstance(spec, str):
+        return SimilarityJudge() if spec is None else spec
+    if spec.startswith("mini:"):
+        from pipeline.mini.judge import MiniJudge
+
+        folder = spec.removeprefix("mini:").strip()
+        if not (Path(folder) / "config.json").is_file():
+            raise UserInputError(f"no miniature judge in {folder!r}: train one with `dsd mini train-judge`")
+        return MiniJudge.from_pretrained(folder)
+    return VLMJudge(make_provider(spec))
 
 
 class SimilarityJudge:

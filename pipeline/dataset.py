@@ -27,14 +27,16 @@ def _png(path: str) -> dict:
         return {"bytes": buffer.getvalue(), "path": None}
 
 
-def export_pairs(store: Store, out: str | Path, caption_style: str = "target", reviewed_only: bool = False) -> int:
-    """Write accepted pairs to `out` (parquet) and its manifest; returns the number of rows."""
+def export_pairs(store: Store, out: str | Path, caption_style: str = "target", reviewed_only: bool = False,
+                 uncurated: bool = False) -> int:
+    """Write accepted pairs to `out` (parquet) and its manifest; returns the number of rows.
+    `uncurated`: every judged pair, whatever its verdict (the ablation the paper's curation is measured by)."""
     if caption_style not in CAPTION_STYLES:
         raise UserInputError(f"unknown caption style {caption_style!r}: use {' or '.join(CAPTION_STYLES)}")
     out = Path(out)
     if out.suffix != ".parquet":
         raise UserInputError(f"--out {out}: write a .parquet file")
-    pairs = store.accepted_pairs(reviewed_only)
+    pairs = store.pair_pictures("verdicts.status = 'ok'") if uncurated else store.accepted_pairs(reviewed_only)
     schema = pa.schema([("image", IMAGE_TYPE), ("conditioning", IMAGE_TYPE), ("caption", pa.string())])
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_suffix(".parquet.tmp")

@@ -52,6 +52,13 @@ def combine_guidance(preds: dict[str, torch.Tensor], image_scale: float, text_sc
     return base + text_scale * (full - image)
 
 
+def text_length(pipe) -> int:
+    """The T5 length prompts are padded to: 512 (FLUX.1-dev's) unless the model's tokenizer is shorter.
+    A model trained on short prompts (the miniature) must see them padded as in training."""
+    tokenizer = getattr(pipe, "tokenizer_2", None)
+    return min(512, getattr(tokenizer, "model_max_length", 512) or 512)
+
+
 @dataclass
 class DSDPipelineOutput(BaseOutput):
     """`images`: the outputs (right halves); `reconstructions`: left halves, when asked for."""
@@ -64,6 +71,10 @@ class DSDPipelineOutput(BaseOutput):
 
 class DSDPipeline(FluxPipeline):
     """FLUX components with a DSD transformer; see the module docstring for the method."""
+
+    def encode_prompt(self, *args, max_sequence_length: int | None = None, **kwargs):
+        """FLUX's `encode_prompt`; prompts are padded to the model's own text length (see `text_length`)."""
+        return super().encode_prompt(*args, max_sequence_length=max_sequence_length or text_length(self), **kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -79,7 +90,7 @@ class DSDPipeline(FluxPipeline):
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         fit: str = "crop",
-        max_sequence_length: int = 512,
+        max_sequence_length: int | None = None,
         batch_guidance: bool = True,
         return_reconstruction: bool = False,
         output_type: str = "pil",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.mini import world
 from pipeline.errors import UserInputError
 from pipeline.grids import LAYOUTS, Layout  # noqa: F401 (LAYOUTS: the layouts a prompt can ask for)
 from pipeline.providers import OfflineProvider, Provider, ask_json
@@ -247,9 +248,12 @@ class OfflinePromptWriter:
     def write(self, caption: str, layout: str = DEFAULT_LAYOUT) -> GridPrompt:
         grid = Layout.parse(layout)
         _check_caption(caption)
-        subject = subject_of(caption)
         key = f"{self.seed}\0{' '.join(caption.split())}\0{grid}".encode()
-        rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
+        if world.parse_subject(caption) is not None:  # the miniature's world: its own vocabulary
+            return world_grid_prompt(caption, grid, world.grid_contexts(np.random.default_rng(seed), grid.panels))
+        subject = subject_of(caption)
+        rng = random.Random(seed)
         kind = _kind_of(subject)
         if kind == "place":
             pools = (PLACE_VIEWS, PLACE_STATES, PLACE_LIGHT)
@@ -260,6 +264,14 @@ class OfflinePromptWriter:
         columns = [rng.sample(pool, grid.panels) for pool in pools]
         panels = [f"the {subject} " + ", ".join(parts) for parts in zip(*columns)]
         return GridPrompt(caption, str(grid), subject, panels, OFFLINE_WRITER)
+
+
+def world_grid_prompt(caption: str, grid: Layout, contexts: list) -> GridPrompt:
+    """A grid prompt for a subject of the miniature's world: the subject as the caption names it (before
+    any comma), and per panel the scene and light of one of `contexts`."""
+    subject = re.sub(r"^(a|an) ", "", " ".join(caption.split(",")[0].split()))
+    panels = [world.short_context(context) for context in contexts]
+    return GridPrompt(caption, str(grid), subject, panels, OFFLINE_WRITER)
 
 
 def subject_of(caption: str) -> str:

@@ -13,6 +13,7 @@ import PIL.Image
 import torch
 
 from pipeline.errors import UserInputError
+from pipeline.generator import text_length
 from pipeline.weights import BASE_PATTERNS, EMBEDDED_DEFAULT, ModelSpec, load_generator, resolve_folder
 
 FLUX_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
@@ -28,8 +29,9 @@ class Teacher:
 
     def __call__(self, prompt: str, width: int, height: int, steps: int, guidance: float, seed: int) -> PIL.Image.Image:
         generator = torch.Generator().manual_seed(seed)
+        extra = {"max_sequence_length": text_length(self.pipe)} if getattr(self.pipe, "tokenizer_2", None) else {}
         return self.pipe(prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
-                         generator=generator).images[0]
+                         generator=generator, **extra).images[0]
 
 
 def process_share() -> tuple[int, int, str]:

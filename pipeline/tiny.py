@@ -48,6 +48,8 @@ class TinyConfig:
     text_dim: int = 32
     vae_channels: tuple[int, ...] = (8, 8, 16, 16)
     seed: int = 0
+    words: tuple[str, ...] = ()  # the T5 tokenizer's words; empty: `WORDS`
+    max_text_tokens: int = 512  # the T5 tokenizer's length, which the pipelines pad prompts to
 
     @property
     def rope_axes(self) -> tuple[int, int, int]:
@@ -55,25 +57,26 @@ class TinyConfig:
         return (self.head_dim - 2 * quarter, quarter, quarter)
 
 
-def build_tokenizers(folder: Path) -> tuple[CLIPTokenizer, PreTrainedTokenizerFast]:
-    """A CLIP BPE tokenizer and a T5-style word tokenizer over `WORDS` (plus letters and digits)."""
+def build_tokenizers(folder: Path, words=(), max_text_tokens: int = 512) -> tuple[CLIPTokenizer, PreTrainedTokenizerFast]:
+    """A CLIP BPE tokenizer and a T5-style word tokenizer over `words` (default `WORDS`, plus letters and digits)."""
+    words = list(words or WORDS)
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
     special = ["<|startoftext|>", "<|endoftext|>"]
     # dict.fromkeys: a token listed twice must not leave a gap in the ids (every id < vocab size).
-    clip_tokens = dict.fromkeys(special + letters + [w + "</w>" for w in WORDS + letters])
+    clip_tokens = dict.fromkeys(special + letters + [w + "</w>" for w in words + letters])
     clip_vocab = {token: i for i, token in enumerate(clip_tokens)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(clip_vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     clip = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
-    t5_vocab = {token: i for i, token in enumerate(dict.fromkeys(["<pad>", "</s>", "<unk>"] + WORDS + letters))}
+    t5_vocab = {token: i for i, token in enumerate(dict.fromkeys(["<pad>", "</s>", "<unk>"] + words + letters))}
     word_level = Tokenizer(models.WordLevel(t5_vocab, unk_token="<unk>"))
     word_level.normalizer = normalizers.Lowercase()
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
     word_level.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     t5 = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, model_max_length=512, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=word_level, model_max_length=max_text_tokens, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
     return clip, t5
 
@@ -82,7 +85,7 @@ def build_tiny_components(config: TinyConfig = TinyConfig()) -> dict:
     """Every component `DSDPipeline` needs, randomly initialised from `config.seed`."""
     torch.manual_seed(config.seed)
     with tempfile.TemporaryDirectory() as scratch:
-        clip_tokenizer, t5_tokenizer = build_tokenizers(Path(scratch))
+        clip_tokenizer, t5_tokenizer = build_tokenizers(Path(scratch), config.words, config.max_text_tokens)
     transformer = DSDTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=config.layers, num_single_layers=config.single_layers,
         attention_head_dim=config.head_dim, num_attention_heads=config.heads,

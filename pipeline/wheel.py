@@ -17,7 +17,7 @@ from pathlib import Path
 import PIL.Image
 
 from pipeline.captions import builtin_captions, filter_captions, read_captions
-from pipeline.curation import JudgeFailure, SimilarityJudge, VLMJudge, curate
+from pipeline.curation import JudgeFailure, curate, make_judge
 from pipeline.grid_prompts import PROMPT_VERSION, duplicate_sources, make_prompt_writer
 from pipeline.grids import Layout, compose_pairs, panel_problem, split_grid
 from pipeline.jobs import JobReporter
@@ -195,7 +195,7 @@ def run_curate(store: Store, judge: str | None = None, concurrency: int = 4, lim
                reporter: JobReporter | None = None, usd_per_mtok: tuple[float, float] | None = None) -> StageResult:
     """A VLM judges each pair (the offline similarity stand-in without one) and captions it.
     `usd_per_mtok` (input, output prices per million tokens) adds the run's cost to its accounting."""
-    judge_impl = VLMJudge(make_provider(judge)) if judge else SimilarityJudge()
+    judge_impl = make_judge(judge)
     todo = store.pair_pictures("pairs.id not in (select pair_id from verdicts where status = 'ok')", limit=limit)
     result = StageResult("curate", details={"same": 0, "cached": 0})
 

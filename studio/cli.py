@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import UserInputError
 from pipeline.modes import MEMORY_MODES, MODES
+from studio.mini_cli import add_mini_commands, run_mini
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--enhance", action="store_true", help="rewrite the prompt with the provider in DSD_ENHANCER")
     add_model_flags(gen)
     add_wheel_commands(commands, common)
+    add_mini_commands(commands, common, OneLineParser)
     add_train_commands(commands, common)
     add_eval_commands(commands, common)
     return parser
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         commands = {"generate": run_generate, "studio": run_studio, "wheel": run_wheel, "train": run_train,
-                    "eval": run_eval}
+                    "eval": run_eval, "mini": run_mini}
         return commands[args.command](args)
     except UserInputError as error:
         print(f"dsd: error: {error}", file=sys.stderr)

@@ -106,8 +106,42 @@ def describe_context(context: Context) -> str:
             f"{LIGHT_PHRASES[context.light]}, in {context.warmth} light")
 
 
+def short_context(context: Context) -> str:
+    """What prompts ask of a context: scene and light (place, size and tilt are left to the model)."""
+    return f"{SCENE_PHRASES[context.scene]}, {LIGHT_PHRASES[context.light]}, in {context.warmth} light"
+
+
+def subject_caption(identity: Identity, named=None) -> str:
+    """The subject alone, as a grid prompt names it: "red striped star with gold trim" (no article)."""
+    return caption(identity, None, named).split(" ", 1)[1]
+
+
+def parse_subject(text: str) -> dict[str, str] | None:
+    """The attribute values a world caption names, or None when `text` is not a world caption."""
+    words = caption_words(text.lower())
+    if not words or not set(words) <= set(VOCABULARY) or not ({UNNAMED_SHAPE, *SHAPES} & set(words)):
+        return None
+    return {attribute: value for attribute, values in ATTRIBUTE_WORDS.items()
+            for value, word in values.items() if word in words}
+
+
+def grid_contexts(rng: np.random.Generator, count: int) -> list[Context]:
+    """Contexts for the panels of one grid, no two with the same scene, light and warmth."""
+    contexts, seen = [], set()
+    while len(contexts) < count:
+        context = sample_context(rng)
+        if (key := (context.scene, context.light, context.warmth)) not in seen:
+            seen.add(key)
+            contexts.append(context)
+    return contexts
+
+
+GRID_WORDS = "a grid of panels rows columns separated by thin white gutters showing the identical every panel".split()
+
+
 def _vocabulary() -> list[str]:
     phrases = ["a an the with trim at in centre top bottom left right small medium large tilted upright light",
+               " ".join(GRID_WORDS), ": ( ) . , 1 2 3 4 5 6 7 8 9",
                UNNAMED_SHAPE, *SHAPES, *BODY_COLOURS, *PATTERN_WORDS.values(), *ACCENT_COLOURS,
                *ACCESSORY_PHRASES.values(), *SCENE_PHRASES.values(), *LIGHT_PHRASES.values(), *WARMTHS]
     return sorted({word for phrase in phrases for word in phrase.split()})
@@ -152,15 +186,26 @@ def sample_context(rng: np.random.Generator) -> Context:
 
 def render(identity: Identity, context: Context = Context(), size: int = 64) -> Image.Image:
     """One RGB panel of `identity` in `context`; the same inputs always give the same bytes."""
+    return _render(identity, context, size)[0]
+
+
+def render_with_mask(identity: Identity, context: Context = Context(), size: int = 64) -> tuple[Image.Image, Image.Image]:
+    """The panel and the subject's coverage (L mode, 255 where the subject is): where identity lives."""
+    return _render(identity, context, size)
+
+
+def _render(identity: Identity, context: Context, size: int) -> tuple[Image.Image, Image.Image]:
     if not 8 <= size <= 64:
         raise ValueError(f"panel size must be between 8 and 64 pixels, got {size}")
     big = size * SUPERSAMPLE
     canvas = _background(context, big)
     subject = _subject(identity, round(context.scale * big))
     subject = subject.rotate(context.rotation, resample=Image.BICUBIC)
-    canvas.paste(subject, (round(context.x * big - subject.width / 2), round(context.y * big - subject.height / 2)),
-                 subject)
-    return _light(canvas.resize((size, size), Image.LANCZOS), context)
+    corner = (round(context.x * big - subject.width / 2), round(context.y * big - subject.height / 2))
+    canvas.paste(subject, corner, subject)
+    mask = Image.new("L", (big, big), 0)
+    mask.paste(subject.getchannel("A"), corner)
+    return _light(canvas.resize((size, size), Image.LANCZOS), context), mask.resize((size, size), Image.BILINEAR)
 
 
 def render_grid(identity: Identity, contexts, layout=(2, 2), size: int = 64, gutter: int = 4) -> Image.Image:

@@ -125,3 +125,24 @@ def test_sampling_is_seeded_and_never_returns_held_out_identities():
     with_held = {sample_identity(rng, exclude_held_out=False) for _ in range(3000)}
     assert with_held & held_out()
     assert sample_context(np.random.default_rng(5)) == sample_context(np.random.default_rng(5))
+
+
+def test_mask_marks_where_the_subject_is():
+    from pipeline.mini.world import render_with_mask
+
+    panel, mask = render_with_mask(SUBJECT, Context(x=0.3, y=0.6, scale=0.4))
+    assert panel.tobytes() == render(SUBJECT, Context(x=0.3, y=0.6, scale=0.4)).tobytes()
+    coverage = np.asarray(mask) > 128
+    assert 0.03 < coverage.mean() < 0.4
+    rows, columns = np.nonzero(coverage)
+    assert columns.mean() < 32 and rows.mean() > 28  # left of centre, lower half, as placed
+
+
+def test_world_captions_parse_back_to_the_attributes_they_name():
+    from pipeline.mini.world import parse_subject
+
+    for named in ([], ["body"], ["shape", "accent", "accessory"], list(ATTRIBUTES)):
+        text = caption(SUBJECT, Context(), named)
+        assert parse_subject(text) == {a: getattr(SUBJECT, a) for a in named}
+    assert parse_subject("a photo of a dog") is None
+    assert parse_subject("") is None
