@@ -266,7 +266,8 @@ def add_wheel_commands(commands, common: argparse.ArgumentParser) -> None:
     pairs.add_argument("--limit", type=int)
 
     curate = stages.add_parser("curate", parents=[job], help="a VLM judges and captions every pair")
-    curate.add_argument("--judge", help=f"VLM: {provider_help}; offline is an image-similarity stand-in")
+    curate.add_argument("--judge", help=f"VLM: {provider_help}; offline is an image-similarity stand-in; "
+                        "mini:FOLDER is the miniature's attribute judge")
     curate.add_argument("--concurrency", type=int, default=4)
     curate.add_argument("--limit", type=int)
     curate.add_argument("--usd-per-mtok", type=float, nargs=2, metavar=("INPUT", "OUTPUT"),

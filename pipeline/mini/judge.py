@@ -116,7 +116,7 @@ def train_judge(count: int = 24000, steps: int = 8000, batch: int = 32, lr: floa
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        recent = (recent + [float(loss)])[-100:]
+        recent = (recent + [loss.item()])[-100:]
         if step % 200 == 0 or step == steps - 1:
             log(f"judge step {step + 1}/{steps}: loss {np.mean(recent):.4f} ({time.perf_counter() - started:.0f} s)")
     return model.eval()

@@ -61,6 +61,7 @@ class TeacherSettings:
     single_named: float = 0.8  # the same for a single panel's caption
     images: int = 4000  # rendered singles and grids, each; encoded once
     seed: int = 0
+    save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
 
 
 def to_tensor(images) -> torch.Tensor:
@@ -142,7 +143,7 @@ def train_vae(vae, settings: TeacherSettings, log: Log = print) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        recent = (recent + [float(error)])[-50:]
+        recent = (recent + [error.item()])[-50:]
         if step % 100 == 0 or step == settings.vae_steps - 1:
             log(f"vae step {step + 1}/{settings.vae_steps}: reconstruction {np.mean(recent):.4f} "
                 f"({time.perf_counter() - started:.0f} s)")
@@ -215,7 +216,8 @@ def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_i
     return ((prediction - (noise - latents)) ** 2).mean()
 
 
-def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print) -> dict:
+def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print,
+                      save: Callable[[int], None] | None = None) -> dict:
     transformer, scheduler = pipe.transformer, pipe.scheduler.config
     geometry = {}
     for kind, part in data.items():
@@ -242,7 +244,9 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
         optimizer.step()
-        recent[kind] = (recent[kind] + [float(loss)])[-100:]
+        recent[kind] = (recent[kind] + [loss.item()])[-100:]
+        if save and settings.save_every and (step + 1) % settings.save_every == 0:
+            save(step + 1)
         if step % 100 == 0 or step == settings.steps - 1:
             log(f"teacher step {step + 1}/{settings.steps}: loss single {np.mean(recent['single'] or [0]):.4f} "
                 f"grid {np.mean(recent['grid'] or [0]):.4f} ({time.perf_counter() - started:.0f} s)")
@@ -268,11 +272,21 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
         report = train_vae(pipe.vae, settings, log)
         pipe.vae.save_pretrained(folder / "vae")
         trained_vae.write_text(json.dumps(report))
+    if (folder / "transformer" / "config.json").is_file():  # a further round on top of a trained transformer
+        from pipeline.model import DSDTransformer2DModel
+
+        pipe.transformer = DSDTransformer2DModel.from_pretrained(str(folder / "transformer"))
+        log(f"teacher: continuing from the transformer in {folder / 'transformer'}")
     for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         module.requires_grad_(False)
-    report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log)
-    pipe.save_pretrained(folder)
-    (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
+
+    def save(step: int) -> None:
+        pipe.save_pretrained(folder)
+        (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
+        log(f"teacher: saved at step {step}")
+
+    report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save)
+    save(settings.steps)
     report |= {"seconds": round(time.perf_counter() - started), "settings": asdict(settings)}
     (folder / "training.json").write_text(json.dumps(report, indent=1))
     return report
