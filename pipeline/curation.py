@@ -196,7 +196,12 @@ def make_judge(spec) -> "Judge":
         folder = spec.removeprefix("mini:").strip()
         if not (Path(folder) / "config.json").is_file():
             raise UserInputError(f"no miniature judge in {folder!r}: train one with `dsd mini train-judge`")
-        return MiniJudge.from_pretrained(folder)
+        try:
+            return MiniJudge.from_pretrained(folder)
+        except (OSError, ValueError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UserInputError(f"cannot load the miniature judge in {folder!r} ({reason}): train it again "
+                                 "with `dsd mini train-judge`") from None
     return VLMJudge(make_provider(spec))
 
 

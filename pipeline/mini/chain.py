@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.mini import JUDGE, STUDENT, TEACHER, world
-from pipeline.mini.judge import (CONTEXT, IDENTITY, AttributeJudge, MiniJudge, held_out_pairs, pair_accuracy,
+from pipeline.mini.judge import (CONTEXT, IDENTITY, AttributeJudge, held_out_pairs, pair_accuracy,
                                  read_attributes, train_judge)
 from pipeline.mini.models import GRID, GUIDANCE, PANEL, TEXT_TOKENS, TeacherSettings, train_teacher
 
@@ -51,9 +51,13 @@ def train_judge_stage(teacher: str | Path, out: str | Path, count: int = 24000, 
     from diffusers import AutoencoderKL
 
     started = time.perf_counter()
-    vae = AutoencoderKL.from_pretrained(str(Path(teacher) / "vae")).eval()
-    model = train_judge(count=count, steps=steps, seed=seed, vae=vae, log=log)
     out = Path(out)
+    vae = AutoencoderKL.from_pretrained(str(Path(teacher) / "vae")).eval()
+    previous = AttributeJudge.from_pretrained(str(out)) if (out / "config.json").is_file() else None
+    if previous is not None:
+        log(f"judge: continuing from the judge in {out}, on new panels (seed {seed})")
+    model = train_judge(count=count, steps=steps, seed=seed, vae=vae, log=log, model=previous,
+                        lr=1e-3 if previous is not None else 2e-3)
     model.save_pretrained(str(out))
     measured = judge_accuracy(model)
     log(f"judge: same/different accuracy {measured['accuracy']} on {measured['pairs']} held-out pairs")
@@ -234,10 +238,11 @@ def generate_row(row: str, items: list[dict], seed: int, teacher: str | Path, st
     if row == "teacher_text":
         from diffusers import FluxPipeline
 
+        from pipeline.teacher import FLUX_COMPONENTS
         from pipeline.weights import ModelSpec, load_generator
 
         components = load_generator(ModelSpec(base=str(teacher))).components
-        pipe = FluxPipeline(**{k: v for k, v in components.items() if k != "image_encoder" and k != "feature_extractor"})
+        pipe = FluxPipeline(**{k: v for k, v in components.items() if k in FLUX_COMPONENTS})
         pipe.set_progress_bar_config(disable=True)
         return pipe([item["prompt"] for item in items], height=PANEL, width=PANEL, num_inference_steps=steps,
                     guidance_scale=GUIDANCE, generator=generators, max_sequence_length=TEXT_TOKENS).images

@@ -98,12 +98,13 @@ def training_set(count: int, seed: int, vae=None) -> tuple[torch.Tensor, dict[st
 
 
 def train_judge(count: int = 24000, steps: int = 8000, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                vae=None, log: Callable[[str], None] = print) -> AttributeJudge:
+                vae=None, log: Callable[[str], None] = print, model: AttributeJudge | None = None) -> AttributeJudge:
+    """Train `model` (a new judge when None) on `count` fresh panels drawn from `seed`."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     pixels, labels = training_set(count, seed, vae)
     log(f"judge: {count} panels rendered in {time.perf_counter() - started:.0f} s")
-    model = AttributeJudge()
+    model = (model or AttributeJudge()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     recent = []

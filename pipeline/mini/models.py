@@ -3,8 +3,8 @@
 The components are those of `pipeline.tiny` (FLUX's classes, narrow), with the world's vocabulary
 for the word-level T5 tokenizer and prompts padded to `TEXT_TOKENS`. Training has two parts:
 
-1. the VAE learns to reconstruct rendered panels and grid crops (8x compression, 16 channels, as
-   FLUX's), then its `shift_factor` / `scaling_factor` are set from the latents' statistics;
+1. the VAE learns to reconstruct rendered panels, its loss weighted on the subject (8x compression,
+   16 channels, as FLUX's), then its `shift_factor` / `scaling_factor` are set from the latents' statistics;
 2. the transformer learns rectified flow on single panels (captions naming most attributes) and
    2x2 grids whose prompts are the data wheel's own (`grid_prompts.world_grid_prompt`) and name only
    some attributes. A share of training grids changes an unnamed attribute in one panel, so the
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
-import diffusers
 from diffusers import AutoencoderKL
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from PIL import Image

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.grids import panel_problem, split_grid
+from pipeline.errors import UserInputError
 from pipeline.mini import world
-from pipeline.mini.models import GRID, PANEL, TeacherSettings, training_grid
+from pipeline.mini.models import GRID, TeacherSettings, training_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
@@ -65,8 +65,13 @@ def test_the_wheel_curates_with_the_miniature_judge_spec(tmp_path):
     judge = make_judge(f"mini:{tmp_path / 'judge'}")
     verdict = judge.judge(world.render(SUBJECT), world.render(SUBJECT, world.Context(scene="sea")))
     assert verdict.judge.startswith("mini-judge:") and verdict.caption_target.startswith("a creature, ")
-    with pytest.raises(Exception, match="no miniature judge"):
+    with pytest.raises(UserInputError, match="no miniature judge"):
         make_judge(f"mini:{tmp_path / 'nowhere'}")
+    AttributeJudge(stem=16).save_pretrained(str(tmp_path / "other"))  # weights that do not fit their config
+    config = tmp_path / "other" / "config.json"
+    config.write_text(config.read_text().replace('"stem": 16', '"stem": 24'))
+    with pytest.raises(UserInputError, match="cannot load the miniature judge"):
+        make_judge(f"mini:{tmp_path / 'other'}")
 
 
 def test_cli_missing_models_is_one_line_exit_2(tmp_path):
