@@ -57,6 +57,18 @@ def test_judge_learns_to_read_the_world_from_rendered_panels():
     assert set(readings[0]) == set(HEADS) | {f"{name}_p" for name in HEADS}
 
 
+def test_shipped_judge_tells_held_out_subjects_apart_as_its_report_says():
+    from pipeline.mini import JUDGE
+    from pipeline.mini.chain import judge_accuracy
+    from pipeline.mini.judge import AttributeJudge
+
+    measured = judge_accuracy(AttributeJudge.from_pretrained(str(JUDGE)).eval())
+    shipped = json.loads((JUDGE / "report.json").read_text())
+    assert measured["pairs"] == shipped["pairs"] == 1000
+    assert abs(measured["accuracy"] - shipped["accuracy"]) <= 0.005  # CPU kernels may flip a borderline pair
+    assert measured["accuracy"] >= 0.95
+
+
 def test_the_wheel_curates_with_the_miniature_judge_spec(tmp_path):
     from pipeline.curation import make_judge
     from pipeline.mini.judge import AttributeJudge
