@@ -12,7 +12,7 @@ from tests.pipeline.test_evaluation import ScriptedJudge
 from tests.studio.conftest import TIMEOUT_MS, save_screenshot
 
 
-def wait_for_job(client, job_id: int, timeout: float = 50) -> tuple[list, str]:
+def wait_for_job(client, job_id: int, timeout: float = 240) -> tuple[list, str]:
     deadline = time.monotonic() + timeout
     while True:
         jobs, log = client.predict(job_id=job_id, api_name="/eval_jobs")
