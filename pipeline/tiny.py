@@ -50,9 +50,12 @@ class TinyConfig:
     seed: int = 0
     words: tuple[str, ...] = ()  # the T5 tokenizer's words; empty: `WORDS`
     max_text_tokens: int = 512  # the T5 tokenizer's length, which the pipelines pad prompts to
+    rope: tuple[int, ...] = ()  # rotary dims per axis (frame, row, column); empty: the embedded default's split
 
     @property
-    def rope_axes(self) -> tuple[int, int, int]:
+    def rope_axes(self) -> tuple[int, ...]:
+        if self.rope:
+            return tuple(self.rope)
         quarter = self.head_dim // 4
         return (self.head_dim - 2 * quarter, quarter, quarter)
 

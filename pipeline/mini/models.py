@@ -10,7 +10,10 @@ for the word-level T5 tokenizer and prompts padded to `TEXT_TOKENS`. Training ha
    some attributes. A share of training grids changes an unnamed attribute in one panel, so the
    teacher's grids are imperfect the way FLUX's are and curation has work to do.
 
-The text encoders stay as initialised (frozen, like FLUX's). Every random draw is seeded.
+FLUX's text encoders come pretrained and stay frozen. The miniature's have no pretraining to come
+from, so the teacher's training is their pretraining: they learn with the transformer (CLIP's pooled
+vector steers every block, T5's tokens are attended to), and are frozen from then on, in the wheel
+and in the student's training, as FLUX's are. Every random draw is seeded.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ GRID = 2 * PANEL + GUTTER
 TEXT_TOKENS = 104  # the longest grid prompt of the world is 103 tokens with </s>
 TEACHER_CONFIG = TinyConfig(layers=4, single_layers=4, heads=4, head_dim=32, text_dim=64,
                             vae_channels=(16, 32, 32, 64), seed=0, words=tuple(world.VOCABULARY),
-                            max_text_tokens=TEXT_TOKENS)
+                            max_text_tokens=TEXT_TOKENS, rope=(4, 14, 14))
 GUIDANCE = 3.5  # the guidance embedding's input in training; the wheel samples at this scale
 
 Log = Callable[[str], None]
@@ -54,12 +57,14 @@ class TeacherSettings:
     vae_lr: float = 2e-3
     steps: int = 4000
     batch: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     grid_share: float = 0.5  # share of steps that train on 2x2 grids (the rest on single panels)
     inconsistent: float = 0.2  # share of training grids where one panel changes an unnamed attribute
     grid_named: float = 0.5  # chance that a grid prompt names each attribute
     single_named: float = 0.8  # the same for a single panel's caption
     images: int = 4000  # rendered singles and grids, each; encoded once
+    spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
+    train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
     seed: int = 0
     save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
 
@@ -93,7 +98,7 @@ def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[
     """(the wheel's prompt text, the grid, every panel the same subject?) for one training grid."""
     identity = world.sample_identity(rng)
     named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
-    contexts = world.grid_contexts(rng, 4)
+    contexts = world.grid_contexts(rng, 4, settings.spread)
     prompt = world_grid_prompt(world.caption(identity, None, named), Layout(2, 2), contexts)
     identities = [identity] * 4
     unnamed = [attribute for attribute in world.ATTRIBUTES if attribute not in named]
@@ -106,7 +111,7 @@ def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[
 
 def training_single(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
     """(caption, panel), plus the subject's mask when asked."""
-    identity, context = world.sample_identity(rng), world.sample_context(rng)
+    identity, context = world.sample_identity(rng), world.sample_context(rng, settings.spread)
     named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.single_named]
     panel, mask = world.render_with_mask(identity, context, PANEL)
     return (panel_prompt(identity, context, named), panel) + ((mask,) if with_mask else ())
@@ -175,15 +180,18 @@ def encode_images(pipe, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
-@torch.no_grad()
-def encode_texts(pipe, texts: list[str], batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    prompts, pooled = [], []
-    for start in range(0, len(texts), batch):
-        p, q, _ = pipe.encode_prompt(prompt=texts[start:start + batch], prompt_2=None, device="cpu",
-                                     max_sequence_length=TEXT_TOKENS)
-        prompts.append(p)
-        pooled.append(q)
-    return torch.cat(prompts), torch.cat(pooled)
+def tokenize(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP and T5 token ids, padded as `FluxPipeline.encode_prompt` pads them."""
+    clip = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer_max_length, truncation=True,
+                          return_tensors="pt").input_ids
+    t5 = pipe.tokenizer_2(texts, padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+                          return_tensors="pt").input_ids
+    return clip, t5
+
+
+def embed(pipe, clip_ids: torch.Tensor, t5_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T5 token embeddings, CLIP pooled vector): what `encode_prompt` returns, with gradients when training."""
+    return pipe.text_encoder_2(t5_ids)[0], pipe.text_encoder(clip_ids).pooler_output
 
 
 def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict:
@@ -195,9 +203,8 @@ def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict
         started = time.perf_counter()
         items = [make() for _ in range(settings.images)]
         latents = encode_images(pipe, to_tensor([image for _, image in items]))
-        prompts, pooled = encode_texts(pipe, [text for text, _ in items])
-        data[kind] = {"latents": latents, "prompts": prompts, "pooled": pooled,
-                      "side": items[0][1].width}
+        clip_ids, t5_ids = tokenize(pipe, [text for text, _ in items])
+        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "side": items[0][1].width}
         log(f"{kind}: {len(items)} rendered and encoded in {time.perf_counter() - started:.0f} s")
     return data
 
@@ -228,8 +235,11 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
                                           scheduler.base_shift, scheduler.max_shift))
     text_ids = torch.zeros(TEXT_TOKENS, 3)
     generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=settings.lr, weight_decay=0.01)
-    transformer.train()
+    learners = [transformer] + ([pipe.text_encoder, pipe.text_encoder_2] if settings.train_text else [])
+    parameters = [p for module in learners for p in module.parameters()]
+    for module in learners:
+        module.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.01)
     started, recent = time.perf_counter(), {"single": [], "grid": []}
     for step in range(settings.steps):
         for group in optimizer.param_groups:
@@ -238,11 +248,13 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         part = data[kind]
         index = torch.randint(len(part["latents"]), (settings.batch,), generator=generator)
         image_ids, mu = geometry[kind]
-        loss = rectified_flow_loss(transformer, part["latents"][index], part["prompts"][index], part["pooled"][index],
-                                   image_ids, text_ids, mu, generator)
+        with torch.set_grad_enabled(settings.train_text):
+            prompts, pooled = embed(pipe, part["clip_ids"][index], part["t5_ids"][index])
+        loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
+                                   generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         recent[kind] = (recent[kind] + [loss.item()])[-100:]
         if save and settings.save_every and (step + 1) % settings.save_every == 0:
@@ -250,7 +262,8 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         if step % 100 == 0 or step == settings.steps - 1:
             log(f"teacher step {step + 1}/{settings.steps}: loss single {np.mean(recent['single'] or [0]):.4f} "
                 f"grid {np.mean(recent['grid'] or [0]):.4f} ({time.perf_counter() - started:.0f} s)")
-    transformer.eval()
+    for module in learners:
+        module.requires_grad_(False).eval()
     return {f"teacher_loss_{kind}": round(float(np.mean(losses or [0])), 4) for kind, losses in recent.items()}
 
 
@@ -272,12 +285,10 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
         report = train_vae(pipe.vae, settings, log)
         pipe.vae.save_pretrained(folder / "vae")
         trained_vae.write_text(json.dumps(report))
-    if (folder / "transformer" / "config.json").is_file():  # a further round on top of a trained transformer
-        from pipeline.model import DSDTransformer2DModel
-
-        pipe.transformer = DSDTransformer2DModel.from_pretrained(str(folder / "transformer"))
-        log(f"teacher: continuing from the transformer in {folder / 'transformer'}")
-    for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+    if (folder / "transformer" / "config.json").is_file():  # a further round on top of a trained teacher
+        pipe = DSDPipeline.from_pretrained(str(folder))
+        log(f"teacher: continuing from the transformer and text encoders in {folder}")
+    for module in (pipe.vae, pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         module.requires_grad_(False)
 
     def save(step: int) -> None:

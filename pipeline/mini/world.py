@@ -125,11 +125,11 @@ def parse_subject(text: str) -> dict[str, str] | None:
             for value, word in values.items() if word in words}
 
 
-def grid_contexts(rng: np.random.Generator, count: int) -> list[Context]:
+def grid_contexts(rng: np.random.Generator, count: int, spread: float = 1.0) -> list[Context]:
     """Contexts for the panels of one grid, no two with the same scene, light and warmth."""
     contexts, seen = [], set()
     while len(contexts) < count:
-        context = sample_context(rng)
+        context = sample_context(rng, spread)
         if (key := (context.scene, context.light, context.warmth)) not in seen:
             seen.add(key)
             contexts.append(context)
@@ -176,11 +176,18 @@ def sample_identity(rng: np.random.Generator, exclude_held_out: bool = True) -> 
             return identity
 
 
-def sample_context(rng: np.random.Generator) -> Context:
-    """A random context with the subject kept well inside the panel."""
-    return Context(scene=str(rng.choice(SCENES)), x=round(float(rng.uniform(0.35, 0.65)), 3),
-                   y=round(float(rng.uniform(0.4, 0.65)), 3), scale=round(float(rng.uniform(0.35, 0.62)), 3),
-                   rotation=round(float(rng.uniform(-30, 30)), 1),
+def sample_context(rng: np.random.Generator, spread: float = 1.0) -> Context:
+    """A random context with the subject kept well inside the panel.
+
+    `spread` < 1 narrows position, scale and rotation around a centred, upright, fairly large subject
+    (the teacher's training pictures); the same draws are made whatever the spread."""
+    scene = str(rng.choice(SCENES))
+    x, y, scale = float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.4, 0.65)), float(rng.uniform(0.35, 0.62))
+    rotation = float(rng.uniform(-30, 30))
+    if spread != 1:
+        x, y = 0.5 + (x - 0.5) * spread, 0.55 + (y - 0.525) * spread
+        scale, rotation = 0.52 + (scale - 0.485) * spread, rotation * spread
+    return Context(scene=scene, x=round(x, 3), y=round(y, 3), scale=round(scale, 3), rotation=round(rotation, 1),
                    light=str(rng.choice(LIGHTS)), warmth=str(rng.choice(WARMTHS)))
 
 

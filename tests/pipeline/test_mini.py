@@ -104,3 +104,30 @@ def test_quick_chain_runs_every_stage_through_the_projects_wheel_and_trainer(tmp
         assert (tmp_path / path).exists(), path
     wheel = json.loads((tmp_path / "wheel" / "wheel.json").read_text())
     assert wheel["grids"] == 4 and wheel["exported"]["uncurated"] == wheel["pairs"]
+
+
+def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continues(tmp_path):
+    """The miniature's encoders have no pretraining: they learn with the teacher, then load from its folder."""
+    import torch
+
+    from pipeline.generator import DSDPipeline
+    from pipeline.mini.models import TEACHER_CONFIG, train_teacher
+    from pipeline.tiny import build_tiny_components
+
+    settings = TeacherSettings(vae_steps=3, steps=6, images=32, batch=4)
+    first = train_teacher(tmp_path, settings, log=lambda _: None)
+    trained = DSDPipeline.from_pretrained(tmp_path)
+    fresh = build_tiny_components(TEACHER_CONFIG)
+    for name in ("text_encoder", "text_encoder_2", "transformer"):
+        before, after = fresh[name].state_dict(), getattr(trained, name).state_dict()
+        assert any(not torch.equal(before[key], after[key]) for key in before), name
+    assert trained.transformer.config.axes_dims_rope == [4, 14, 14] or trained.transformer.config.axes_dims_rope == (4, 14, 14)
+    assert first["settings"]["train_text"] and first["vae_reconstruction_mse"] > 0
+
+    vae_weights = (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    logs = []
+    train_teacher(tmp_path, settings, log=logs.append)
+    assert any("continuing from" in line for line in logs)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_weights
+    again = DSDPipeline.from_pretrained(tmp_path)
+    assert not torch.equal(again.text_encoder_2.shared.weight, fresh["text_encoder_2"].shared.weight)

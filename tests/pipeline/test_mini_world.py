@@ -146,3 +146,17 @@ def test_world_captions_parse_back_to_the_attributes_they_name():
         assert parse_subject(text) == {a: getattr(SUBJECT, a) for a in named}
     assert parse_subject("a photo of a dog") is None
     assert parse_subject("") is None
+
+
+def test_a_narrow_spread_centres_the_subject_and_keeps_the_rest_of_the_draw():
+    wide = [sample_context(np.random.default_rng(seed)) for seed in range(50)]
+    narrow = [sample_context(np.random.default_rng(seed), spread=0.2) for seed in range(50)]
+    assert [(c.scene, c.light, c.warmth) for c in wide] == [(c.scene, c.light, c.warmth) for c in narrow]
+    assert max(abs(c.rotation) for c in narrow) <= 6 < max(abs(c.rotation) for c in wide)
+    assert max(abs(c.x - 0.5) for c in narrow) <= 0.031 < max(abs(c.x - 0.5) for c in wide)
+    # the subject stays whole in the panel: its mask touches no edge
+    from pipeline.mini.world import render_with_mask
+
+    for context in narrow[:10]:
+        mask = np.asarray(render_with_mask(SUBJECT, context)[1]) > 128
+        assert mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
