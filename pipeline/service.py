@@ -21,7 +21,7 @@ from pipeline.errors import UserInputError
 from pipeline.images import check_panel_size, load_image, png_with_metadata
 from pipeline.modes import MEMORY_MODES, get_mode
 from pipeline.store import DEFAULT_HOME, Store, data_home
-from pipeline.weights import ModelSpec, load_generator
+from pipeline.weights import ModelSpec, load_generator, sampling_defaults
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 16
@@ -59,9 +59,9 @@ class GenerateRequest:
     image: str | Path | bytes | PIL.Image.Image
     prompt: str
     mode: str = "identity"
-    width: int = 512
-    height: int = 512
-    steps: int = 28
+    width: int | None = None  # None: the model's own (`weights.sampling_defaults`: 512 for FLUX, 64 for the miniature)
+    height: int | None = None
+    steps: int | None = None
     seed: int | None = None  # None: a random seed, recorded
     num_images: int = 1
     guidance: float = 3.5
@@ -127,6 +127,12 @@ class ModelCache:
 MODELS = ModelCache()
 
 
+def with_model_defaults(request: GenerateRequest, spec: ModelSpec) -> GenerateRequest:
+    """The request with the size and steps it leaves open filled in from the model's defaults."""
+    defaults = sampling_defaults(spec)
+    return replace(request, **{key: defaults[key] for key in ("width", "height", "steps") if getattr(request, key) is None})
+
+
 def check_request(request: GenerateRequest) -> None:
     get_mode(request.mode)
     check_panel_size(request.width, request.height)
@@ -190,14 +196,15 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerateResult:
     """Validate, generate, save and record one request. Bad input raises `UserInputError`."""
+    spec = settings.model
+    if request.mode in settings.mode_loras:
+        spec = replace(spec, lora=settings.mode_loras[request.mode])
+    request = with_model_defaults(request, spec)
     check_request(request)
     started = time.perf_counter()
     mode = get_mode(request.mode)
     reference = load_image(request.image)
     store = Store(settings.home)
-    spec = settings.model
-    if request.mode in settings.mode_loras:
-        spec = replace(spec, lora=settings.mode_loras[request.mode])
     pipe = MODELS.get(spec, settings.memory)
     load_s = time.perf_counter() - started
 

@@ -29,6 +29,8 @@ from pipeline.errors import UserInputError
 from pipeline.model import DSDTransformer2DModel
 
 EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "assets" / "tiny-dsd"
+SAMPLING_FILE = "sampling.json"  # a model folder's own generation defaults: {"width", "height", "steps"}
+SAMPLING = {"width": 512, "height": 512, "steps": 28}  # FLUX.1-dev's, and the released DSD weights'
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CONDITION_FILE = "condition_embedder.safetensors"
 BASE_COMPONENTS = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
@@ -272,6 +274,22 @@ class ModelSpec:
             return "embedded default (tiny, untrained)"
         parts = [self.base or "embedded base"] + [p for p in (self.dsd, self.lora) if p]
         return " + ".join(parts)
+
+
+def sampling_defaults(spec: ModelSpec) -> dict:
+    """Size and steps a model is made for: FLUX's 512 px and 28 steps unless its folders say otherwise
+    (a `sampling.json` in the base folder, then in the DSD weights folder; the miniature's says 64 px,
+    20 steps). Only local folders are read: a Hub id gets FLUX's defaults without touching the network."""
+    found = dict(SAMPLING)
+    for folder in (Path(spec.base).expanduser() if spec.base else EMBEDDED_DEFAULT,
+                   Path(spec.dsd).expanduser() if spec.dsd else None):
+        if folder is not None and (folder / SAMPLING_FILE).is_file():
+            try:
+                values = json.loads((folder / SAMPLING_FILE).read_text())
+            except ValueError:
+                raise UserInputError(f"{folder / SAMPLING_FILE} is not valid JSON: fix or delete it") from None
+            found |= {key: int(values[key]) for key in SAMPLING if key in values}
+    return found
 
 
 def load_generator(spec: ModelSpec, device: str = "cpu"):

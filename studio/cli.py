@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--out", required=True, type=Path, help="OUT.png; more pictures go to OUT-1.png, OUT-2.png, ...")
     gen.add_argument("--mode", choices=list(MODES), default="identity")
-    gen.add_argument("--size", default="512", help="panel size W or WxH, multiples of 16 (default 512)")
-    gen.add_argument("--steps", type=int, default=28)
+    gen.add_argument("--size", help="panel size W or WxH, multiples of 16 (default: the model's, 512 for FLUX)")
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's, 28 for FLUX)")
     gen.add_argument("--seed", type=int, help="default: random, printed")
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--guidance", type=float, default=3.5, help="FLUX distilled guidance (default 3.5)")
@@ -353,7 +353,7 @@ def run_generate(args) -> int:
 
     if args.out.suffix.lower() != ".png":
         raise UserInputError(f"--out {args.out}: write a .png file (PNG keeps the generation parameters)")
-    width, height = parse_size(args.size)
+    width, height = parse_size(args.size) if args.size else (None, None)
     request = GenerateRequest(
         image=args.image, prompt=args.prompt, mode=args.mode, width=width, height=height, steps=args.steps,
         seed=args.seed, num_images=args.num_images, guidance=args.guidance, image_guidance=args.image_guidance,

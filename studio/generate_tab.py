@@ -21,7 +21,7 @@ from pipeline.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.providers import ProviderError
 from pipeline.service import GenerateRequest, Settings
 from pipeline.store import Store
-from pipeline.weights import DTYPES, ModelSpec
+from pipeline.weights import DTYPES, ModelSpec, sampling_defaults
 from train import launcher
 
 USER_ERRORS = (UserInputError, ProviderError)
@@ -161,14 +161,16 @@ def generation_details(store: Store, generation_id) -> tuple[list[tuple[str, str
 def form(settings: Settings) -> SimpleNamespace:
     """The inputs, in the order `generate` takes them."""
     first = MODES["identity"]
+    sampling = sampling_defaults(settings.model)  # the model's own size and steps (512 px and 28 for FLUX)
+    size = str(sampling["width"]) if sampling["width"] == sampling["height"] else f"{sampling['width']}x{sampling['height']}"
     f = SimpleNamespace()
     f.reference = gr.Image(label="Reference picture", type="filepath", height=320, elem_id="reference")
     f.mode = gr.Radio([(m.label, m.name) for m in MODES.values()], value=first.name, label="Mode", elem_id="mode")
     f.hint = gr.Markdown(first.hint, elem_id="mode-hint")
     f.prompt = gr.Textbox(label="Prompt", placeholder=first.example, lines=3, elem_id="prompt")
     with gr.Row():
-        f.size = gr.Textbox("512", label="Size", info="512 or WIDTHxHEIGHT, multiples of 16", elem_id="size")
-        f.steps = gr.Slider(1, 100, value=28, step=1, label="Steps", elem_id="steps")
+        f.size = gr.Textbox(size, label="Size", info="512 or WIDTHxHEIGHT, multiples of 16", elem_id="size")
+        f.steps = gr.Slider(1, 100, value=sampling["steps"], step=1, label="Steps", elem_id="steps")
         f.num_images = gr.Slider(1, 8, value=1, step=1, label="Pictures", elem_id="num-images")
     with gr.Row():
         f.seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")

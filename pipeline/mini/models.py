@@ -36,6 +36,7 @@ from pipeline.grid_prompts import world_grid_prompt
 from pipeline.grids import Layout
 from pipeline.mini import world
 from pipeline.tiny import TinyConfig, build_tiny_components
+from pipeline.weights import SAMPLING_FILE
 
 PANEL = 64
 GUTTER = 16  # 2 x 64 + 16 = 144: a multiple of 16 whose gutter falls on whole latent tokens
@@ -294,6 +295,7 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
     def save(step: int) -> None:
         pipe.save_pretrained(folder)
         (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
+        (folder / SAMPLING_FILE).write_text(json.dumps({"width": PANEL, "height": PANEL, "steps": 20}))
         log(f"teacher: saved at step {step}")
 
     report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save)

@@ -47,6 +47,34 @@ def test_same_seed_same_picture_across_runs(tmp_path):
     assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
 
 
+def test_size_and_steps_default_to_the_models_own(tmp_path):
+    """A model folder's sampling.json (the miniature's: 64 px, 20 steps) sets what --size/--steps leave open."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(ROOT / "assets" / "tiny-dsd", base)
+    (base / "sampling.json").write_text('{"width": 80, "height": 64, "steps": 2}')
+    out = tmp_path / "out.png"
+    assert main(["generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(out), "--seed", "1",
+                 "--base", str(base), "--home", str(tmp_path / "home")]) == 0
+    assert Image.open(out).size == (80, 64) and read_png_metadata(out)["steps"] == 2
+    assert main(["generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(out), "--seed", "1",
+                 "--base", str(base), "--size", "64", "--steps", "1", "--home", str(tmp_path / "home")]) == 0
+    assert Image.open(out).size == (64, 64) and read_png_metadata(out)["steps"] == 1
+
+
+def test_a_broken_sampling_file_is_one_clear_error(tmp_path, capsys):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(ROOT / "assets" / "tiny-dsd", base)
+    (base / "sampling.json").write_text("{width: 64")
+    code = main(["generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(tmp_path / "o.png"),
+                 "--base", str(base), "--home", str(tmp_path / "home")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "sampling.json is not valid JSON" in err[0]
+
+
 def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path):
     notes = tmp_path / "notes.png"
     notes.write_text("this is not a picture")

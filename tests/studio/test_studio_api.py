@@ -138,3 +138,22 @@ def test_stop_ends_a_long_generation_early_and_keeps_its_pictures(client):
     assert len(gallery) == 1 and Path(gallery[0]["image"]).is_file()
     assert "stopped by the user after" in notices and "of 100 steps" in notices
     assert int(notices.split("after ")[1].split(" of")[0]) < 100
+
+
+def test_the_generate_form_starts_at_the_models_own_size_and_steps(tmp_path):
+    """FLUX's 512 px / 28 steps by default; a model folder's sampling.json (the miniature's 64 px) wins."""
+    import shutil
+
+    import gradio as gr
+
+    from pipeline.service import Settings
+    from pipeline.weights import ModelSpec
+    from studio.generate_tab import form
+
+    base = tmp_path / "base"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "tiny-dsd", base)
+    (base / "sampling.json").write_text('{"width": 64, "height": 64, "steps": 20}')
+    with gr.Blocks():
+        own, flux = form(Settings(home=tmp_path, model=ModelSpec(base=str(base)))), form(Settings(home=tmp_path))
+    assert (own.size.value, own.steps.value) == ("64", 20)
+    assert (flux.size.value, flux.steps.value) == ("512", 28)
