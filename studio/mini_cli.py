@@ -7,7 +7,9 @@
     dsd mini report        [--teacher ... --judge ... --uncurated ... --curated ...] [--json]
     dsd mini chain         --out W        (all of the above, in order, with their CPU times)
 
-Every stage is seeded; `report` defaults to the weights shipped in assets/mini.
+Every stage is seeded; `report` defaults to the weights shipped in assets/mini. `train-teacher` and
+`train-judge` on a folder that already holds a model continue it (a further round: new pictures with
+another --seed, and for the teacher a lower --lr).
 """
 
 import argparse
@@ -24,8 +26,10 @@ def add_mini_commands(commands, common: argparse.ArgumentParser, parser_class) -
     teacher = stages.add_parser("train-teacher", parents=[common], help="VAE + tiny FLUX text-to-image of the world")
     teacher.add_argument("--out", type=Path, required=True)
     teacher.add_argument("--steps", type=int, help="transformer steps (default 4000)")
-    teacher.add_argument("--vae-steps", type=int, help="VAE steps (default 2000)")
+    teacher.add_argument("--vae-steps", type=int, help="VAE steps (default 4000)")
     teacher.add_argument("--images", type=int, help="rendered singles and grids, each (default 4000)")
+    teacher.add_argument("--lr", type=float, help="transformer learning rate (default 1e-3; lower for a further round)")
+    teacher.add_argument("--save-every", type=int, help="save the folder every N steps (default: at the end)")
     teacher.add_argument("--seed", type=int, default=0)
 
     judge = stages.add_parser("train-judge", parents=[common], help="the attribute judge: curator and instrument")
@@ -82,8 +86,8 @@ def run_mini(args) -> int:
 
     say = lambda message: print(message, flush=True)  # noqa: E731
     if args.stage == "train-teacher":
-        overrides = {k: v for k, v in (("steps", args.steps), ("vae_steps", args.vae_steps), ("images", args.images))
-                     if v is not None}
+        overrides = {k: v for k, v in (("steps", args.steps), ("vae_steps", args.vae_steps), ("images", args.images),
+                                       ("lr", args.lr), ("save_every", args.save_every)) if v is not None}
         report = chain.train_teacher(args.out, TeacherSettings(seed=args.seed, **overrides), log=say)
     elif args.stage == "train-judge":
         need(args.teacher / "vae", "teacher", "train one with `dsd mini train-teacher`")
