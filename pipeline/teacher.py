@@ -23,15 +23,22 @@ FLUX_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_enco
 class Teacher:
     pipe: object
     name: str
+    true_cfg: float = 1.0  # true guidance against the empty prompt (FLUX's `true_cfg_scale`); 1: off, as for FLUX.1-dev
 
     def __post_init__(self):
         self.pipe.set_progress_bar_config(disable=True)  # progress goes to the job row instead
 
     def __call__(self, prompt: str, width: int, height: int, steps: int, guidance: float, seed: int) -> PIL.Image.Image:
-        generator = torch.Generator().manual_seed(seed)
+        return self.draw([prompt], width, height, steps, guidance, [torch.Generator().manual_seed(seed)])[0]
+
+    def draw(self, prompts: list[str], width: int, height: int, steps: int, guidance: float,
+             generators: list[torch.Generator]) -> list[PIL.Image.Image]:
+        """One picture per prompt, each from its own generator (so a seed gives the same picture in any batch)."""
         extra = {"max_sequence_length": text_length(self.pipe)} if getattr(self.pipe, "tokenizer_2", None) else {}
-        return self.pipe(prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
-                         generator=generator, **extra).images[0]
+        if self.true_cfg != 1:
+            extra |= {"true_cfg_scale": self.true_cfg, "negative_prompt": [""] * len(prompts)}
+        return self.pipe(prompts, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                         generator=generators, **extra).images
 
 
 def process_share() -> tuple[int, int, str]:
@@ -42,6 +49,18 @@ def process_share() -> tuple[int, int, str]:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     return rank, world, device
+
+
+def teacher_guidance(folder) -> float:
+    """The true guidance a teacher folder asks for in its `sampling.json` ("true_cfg"; the miniature's
+    teacher, trained with caption dropout, samples with it), else 1 (FLUX.1-dev is guidance-distilled)."""
+    from pipeline.weights import SAMPLING_FILE
+
+    path = folder / SAMPLING_FILE
+    try:
+        return float(json.loads(path.read_text()).get("true_cfg", 1.0)) if path.is_file() else 1.0
+    except (ValueError, TypeError, AttributeError):
+        raise UserInputError(f"{path} is not valid JSON with a number for true_cfg: fix or delete it") from None
 
 
 def load_teacher(path_or_id: str | None, device: str = "cpu") -> Teacher:
@@ -55,7 +74,7 @@ def load_teacher(path_or_id: str | None, device: str = "cpu") -> Teacher:
     if kind.startswith("Flux") or kind == "DSDPipeline" or (folder / "transformer").is_dir() and not kind:
         generator = load_generator(ModelSpec(base=str(folder) if path_or_id else None), device=device_type)
         components = {key: value for key, value in generator.components.items() if key in FLUX_COMPONENTS}
-        return Teacher(FluxPipeline(**components).to(device), name)
+        return Teacher(FluxPipeline(**components).to(device), name, teacher_guidance(folder))
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(folder, torch_dtype=torch.bfloat16 if device_type == "cuda" else torch.float32)
     except (OSError, ValueError) as error:

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from pipeline.mini import JUDGE, STUDENT, TEACHER, world
 from pipeline.mini.judge import (CONTEXT, IDENTITY, AttributeJudge, held_out_pairs, pair_accuracy,
                                  read_attributes, train_judge)
-from pipeline.mini.models import GRID, GUIDANCE, PANEL, TEXT_TOKENS, TeacherSettings, train_teacher
+from pipeline.mini.models import GRID, GUIDANCE, PANEL, TeacherSettings, train_teacher
 
 STRICT_P = 0.99  # the strict check's confidence floor on every identity attribute of both panels
 ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
@@ -235,17 +235,11 @@ def generate_row(row: str, items: list[dict], seed: int, teacher: str | Path, st
     if row == "copy_reference":
         return [item["reference"] for item in items]
     generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(len(items))]
-    if row == "teacher_text":
-        from diffusers import FluxPipeline
+    if row == "teacher_text":  # the wheel's own teacher, sampled as the wheel samples it
+        from pipeline.teacher import load_teacher
 
-        from pipeline.teacher import FLUX_COMPONENTS
-        from pipeline.weights import ModelSpec, load_generator
-
-        components = load_generator(ModelSpec(base=str(teacher))).components
-        pipe = FluxPipeline(**{k: v for k, v in components.items() if k in FLUX_COMPONENTS})
-        pipe.set_progress_bar_config(disable=True)
-        return pipe([item["prompt"] for item in items], height=PANEL, width=PANEL, num_inference_steps=steps,
-                    guidance_scale=GUIDANCE, generator=generators, max_sequence_length=TEXT_TOKENS).images
+        return load_teacher(str(teacher)).draw([item["prompt"] for item in items], PANEL, PANEL, steps, GUIDANCE,
+                                               generators)
     from pipeline.weights import ModelSpec, load_generator
 
     pipe = load_generator(ModelSpec(base=str(teacher), dsd=str(students[row])))

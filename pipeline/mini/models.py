@@ -66,6 +66,8 @@ class TeacherSettings:
     images: int = 4000  # rendered singles and grids, each; encoded once
     spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
     train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
+    caption_dropout: float = 0.1  # share of items trained with the empty prompt, so true guidance has an unconditional
+    true_cfg: float = 4.0  # the true guidance the teacher samples with (its sampling.json), when trained with dropout
     seed: int = 0
     save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
 
@@ -235,6 +237,7 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
                           calculate_shift(tokens, scheduler.base_image_seq_len, scheduler.max_image_seq_len,
                                           scheduler.base_shift, scheduler.max_shift))
     text_ids = torch.zeros(TEXT_TOKENS, 3)
+    empty = tokenize(pipe, [""])
     generator = torch.Generator().manual_seed(settings.seed)
     learners = [transformer] + ([pipe.text_encoder, pipe.text_encoder_2] if settings.train_text else [])
     parameters = [p for module in learners for p in module.parameters()]
@@ -249,8 +252,11 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         part = data[kind]
         index = torch.randint(len(part["latents"]), (settings.batch,), generator=generator)
         image_ids, mu = geometry[kind]
+        clip_ids, t5_ids = part["clip_ids"][index], part["t5_ids"][index]
+        dropped = torch.rand(settings.batch, generator=generator) < settings.caption_dropout
+        clip_ids, t5_ids = (torch.where(dropped[:, None], e, ids) for e, ids in zip(empty, (clip_ids, t5_ids)))
         with torch.set_grad_enabled(settings.train_text):
-            prompts, pooled = embed(pipe, part["clip_ids"][index], part["t5_ids"][index])
+            prompts, pooled = embed(pipe, clip_ids, t5_ids)
         loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
                                    generator)
         optimizer.zero_grad(set_to_none=True)
@@ -295,7 +301,8 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
     def save(step: int) -> None:
         pipe.save_pretrained(folder)
         (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
-        (folder / SAMPLING_FILE).write_text(json.dumps({"width": PANEL, "height": PANEL, "steps": 20}))
+        guidance = {"true_cfg": settings.true_cfg} if settings.caption_dropout > 0 else {}
+        (folder / SAMPLING_FILE).write_text(json.dumps({"width": PANEL, "height": PANEL, "steps": 20} | guidance))
         log(f"teacher: saved at step {step}")
 
     report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save)

@@ -123,6 +123,9 @@ def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continu
         assert any(not torch.equal(before[key], after[key]) for key in before), name
     assert trained.transformer.config.axes_dims_rope == [4, 14, 14] or trained.transformer.config.axes_dims_rope == (4, 14, 14)
     assert first["settings"]["train_text"] and first["vae_reconstruction_mse"] > 0
+    from pipeline.teacher import load_teacher
+
+    assert load_teacher(str(tmp_path)).true_cfg == settings.true_cfg > 1  # trained with caption dropout
 
     vae_weights = (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     logs = []

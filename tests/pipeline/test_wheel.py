@@ -207,3 +207,23 @@ def test_a_refused_key_stops_curation_with_one_line(fake_api, offline_home, tmp_
     assert "sk-test-secret-123" not in result.stderr + result.stdout
     assert store.count("verdicts", "status = 'ok'") == 0
     assert len(fake_api.requests) <= 4, "the run stops instead of failing every pair"
+
+
+def test_a_teacher_folder_can_ask_for_true_guidance(tmp_path):
+    """FLUX.1-dev draws without it; a folder whose sampling.json says "true_cfg" (the miniature's teacher,
+    trained with caption dropout) draws against the empty prompt at that scale; a bad file is one error."""
+    from pipeline.errors import UserInputError
+    from pipeline.teacher import load_teacher
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "tiny-dsd", folder)
+    plain = load_teacher(str(folder))
+    (folder / "sampling.json").write_text('{"width": 64, "height": 64, "steps": 20, "true_cfg": 4}')
+    guided = load_teacher(str(folder))
+    assert (plain.true_cfg, guided.true_cfg) == (1.0, 4.0)
+    one, other = plain("a red fox", 64, 64, 2, 3.5, seed=3), guided("a red fox", 64, 64, 2, 3.5, seed=3)
+    assert one.size == other.size == (64, 64) and one.tobytes() != other.tobytes()
+    assert plain("a red fox", 64, 64, 2, 3.5, seed=3).tobytes() == one.tobytes()
+    (folder / "sampling.json").write_text('{"true_cfg": "lots"}')
+    with pytest.raises(UserInputError, match="sampling.json is not valid JSON"):
+        load_teacher(str(folder))
