@@ -54,13 +54,9 @@ def process_share() -> tuple[int, int, str]:
 def teacher_guidance(folder) -> float:
     """The true guidance a teacher folder asks for in its `sampling.json` ("true_cfg"; the miniature's
     teacher, trained with caption dropout, samples with it), else 1 (FLUX.1-dev is guidance-distilled)."""
-    from pipeline.weights import SAMPLING_FILE
+    from pipeline.weights import read_sampling
 
-    path = folder / SAMPLING_FILE
-    try:
-        return float(json.loads(path.read_text()).get("true_cfg", 1.0)) if path.is_file() else 1.0
-    except (ValueError, TypeError, AttributeError):
-        raise UserInputError(f"{path} is not valid JSON with a number for true_cfg: fix or delete it") from None
+    return read_sampling(folder).get("true_cfg", 1.0)
 
 
 def load_teacher(path_or_id: str | None, device: str = "cpu") -> Teacher:

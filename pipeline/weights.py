@@ -276,6 +276,20 @@ class ModelSpec:
         return " + ".join(parts)
 
 
+def read_sampling(folder: Path) -> dict:
+    """A model folder's `sampling.json` ({} when there is none); a broken file is one clear error."""
+    path = folder / SAMPLING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise ValueError
+        return {key: float(value) for key, value in values.items()}
+    except (ValueError, TypeError):
+        raise UserInputError(f"{path} is not valid JSON of numbers: fix or delete it") from None
+
+
 def sampling_defaults(spec: ModelSpec) -> dict:
     """Size and steps a model is made for: FLUX's 512 px and 28 steps unless its folders say otherwise
     (a `sampling.json` in the base folder, then in the DSD weights folder; the miniature's says 64 px,
@@ -283,12 +297,8 @@ def sampling_defaults(spec: ModelSpec) -> dict:
     found = dict(SAMPLING)
     for folder in (Path(spec.base).expanduser() if spec.base else EMBEDDED_DEFAULT,
                    Path(spec.dsd).expanduser() if spec.dsd else None):
-        if folder is not None and (folder / SAMPLING_FILE).is_file():
-            try:
-                values = json.loads((folder / SAMPLING_FILE).read_text())
-            except ValueError:
-                raise UserInputError(f"{folder / SAMPLING_FILE} is not valid JSON: fix or delete it") from None
-            found |= {key: int(values[key]) for key in SAMPLING if key in values}
+        if folder is not None and folder.is_dir():
+            found |= {key: int(value) for key, value in read_sampling(folder).items() if key in SAMPLING}
     return found
 
 
