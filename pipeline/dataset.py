@@ -7,6 +7,7 @@ image struct `{bytes, path}` holding PNG bytes, and `caption`. A manifest beside
 
 import io
 import json
+import random
 from pathlib import Path
 
 import PIL.Image
@@ -28,15 +29,19 @@ def _png(path: str) -> dict:
 
 
 def export_pairs(store: Store, out: str | Path, caption_style: str = "target", reviewed_only: bool = False,
-                 uncurated: bool = False) -> int:
+                 uncurated: bool = False, sample: int | None = None, seed: int = 0) -> int:
     """Write accepted pairs to `out` (parquet) and its manifest; returns the number of rows.
-    `uncurated`: every judged pair, whatever its verdict (the ablation the paper's curation is measured by)."""
+    `uncurated`: every judged pair, whatever its verdict (the ablation the paper's curation is measured by).
+    `sample`: a seeded random subset of that many pairs, in their original order (a control set the size
+    of a curated one)."""
     if caption_style not in CAPTION_STYLES:
         raise UserInputError(f"unknown caption style {caption_style!r}: use {' or '.join(CAPTION_STYLES)}")
     out = Path(out)
     if out.suffix != ".parquet":
         raise UserInputError(f"--out {out}: write a .parquet file")
     pairs = store.pair_pictures("verdicts.status = 'ok'") if uncurated else store.accepted_pairs(reviewed_only)
+    if sample is not None and sample < len(pairs):
+        pairs = [pairs[k] for k in sorted(random.Random(seed).sample(range(len(pairs)), sample))]
     schema = pa.schema([("image", IMAGE_TYPE), ("conditioning", IMAGE_TYPE), ("caption", pa.string())])
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_suffix(".parquet.tmp")

@@ -70,7 +70,7 @@ def add_model_folders(parser) -> None:
 
     parser.add_argument("--teacher", type=Path, default=TEACHER)
     parser.add_argument("--judge", type=Path, default=JUDGE)
-    parser.add_argument("--uncurated", type=Path, default=STUDENT / "uncurated", help="student trained on every pair")
+    parser.add_argument("--uncurated", type=Path, default=STUDENT / "uncurated", help="student trained on random judged pairs, as many as curated")
     parser.add_argument("--curated", type=Path, default=STUDENT / "curated", help="student trained on curated pairs")
 
 

@@ -29,7 +29,7 @@ from pipeline.mini.judge import (CONTEXT, IDENTITY, AttributeJudge, held_out_pai
                                  read_attributes, train_judge)
 from pipeline.mini.models import GRID, GUIDANCE, PANEL, TeacherSettings, train_teacher
 
-STRICT_P = 0.99  # the strict check's confidence floor on every identity attribute of both panels
+STRICT_P = 0.5  # the strict check's confidence floor on every identity reading of both panels (more likely than not)
 ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
 MODES = ("identity", "relight", "instruction")
 Log = Callable[[str], None]
@@ -87,7 +87,8 @@ def wheel_captions(count: int, seed: int = 0) -> list[str]:
 def run_wheel(home: str | Path, teacher: str | Path = TEACHER, judge: str | Path = JUDGE, grids: int = 240,
               steps: int = 20, seed: int = 0, log: Log = print) -> dict:
     """The project's data wheel with the miniature's teacher and judge: captions, prompts, grids,
-    pairs, verdicts, then two exports: curated (the judge's "same") and uncurated (every pair)."""
+    pairs, verdicts, then two exports of equal size: curated (the judge's "same") and uncurated (judged
+    pairs drawn at random, whatever the verdict)."""
     from pipeline.dataset import export_pairs
     from pipeline.store import Store
     from pipeline.wheel import (record_run, run_captions, run_curate, run_grids, run_pairs, run_prompts,
@@ -107,8 +108,11 @@ def run_wheel(home: str | Path, teacher: str | Path = TEACHER, judge: str | Path
         result = stage()
         record_run(store, result)
         log(result.summary())
-    exported = {name: export_pairs(store, home / f"{name}.parquet", uncurated=name == "uncurated")
-                for name in ("curated", "uncurated")}
+    # The uncurated control is as many judged pairs as curation kept, drawn at random whatever the verdict:
+    # the two students then differ only in which pairs they saw, not in how many or for how long.
+    curated = export_pairs(store, home / "curated.parquet")
+    exported = {"curated": curated,
+                "uncurated": export_pairs(store, home / "uncurated.parquet", uncurated=True, sample=curated, seed=seed)}
     stats = wheel_stats(store)
     strict = strict_check(store, judge)
     report = {"grids": stats["grids"], "pairs": stats["pairs"], "usable_panels": stats["usable_panels"],
@@ -122,10 +126,11 @@ def strict_check(store, judge: str | Path) -> dict:
     """The curator's precision against a stricter check that only a world with known identities allows.
 
     The curator (like the paper's VLM) sees two panels and says whether they show the same subject.
-    The strict check also knows what the prompt asked for: a pair passes when both panels show every
-    attribute the grid's prompt named (the world's captions name attributes exactly) and all five
-    identity attributes agree with every reading at probability >= STRICT_P. Precision is the share
-    of accepted pairs that pass; the share of rejected pairs that pass says what curation threw away.
+    The strict check also knows part of the truth: the attributes the grid's prompt named (world
+    captions name attributes exactly). A pair passes when both panels show every named attribute and
+    all five identity readings agree, each at probability >= STRICT_P. Precision is the share of
+    accepted pairs that pass. Because the curator is the same judge, no rejected pair can pass; what
+    curation threw away is measured by the named attributes alone, among accepted and rejected pairs.
     """
     model = AttributeJudge.from_pretrained(str(judge)).eval()
     pairs = store.pair_pictures("verdicts.status = 'ok'")
@@ -135,18 +140,20 @@ def strict_check(store, judge: str | Path) -> dict:
         with Image.open(path) as picture:
             images.append(picture.convert("RGB"))
     readings = dict(zip(paths, read_attributes(model, images)))
-    passed, totals = {True: 0, False: 0}, {True: 0, False: 0}
+    passed, named_kept, totals = {True: 0, False: 0}, {True: 0, False: 0}, {True: 0, False: 0}
     for pair in pairs:
         named = world.parse_subject(pair["prompt_subject"] or "") or {}
         a, b = readings[pair["reference_path"]], readings[pair["target_path"]]
-        ok = all(a[x] == b[x] and min(a[f"{x}_p"], b[f"{x}_p"]) >= STRICT_P for x in IDENTITY)
-        ok = ok and all(a[x] == value and b[x] == value for x, value in named.items())
+        kept = all(a[x] == value and b[x] == value for x, value in named.items())
+        agree = all(a[x] == b[x] and min(a[f"{x}_p"], b[f"{x}_p"]) >= STRICT_P for x in IDENTITY)
         accepted = bool(pair["same"])
         totals[accepted] += 1
-        passed[accepted] += int(ok)
+        named_kept[accepted] += int(kept)
+        passed[accepted] += int(kept and agree)
     rate = lambda part, whole: round(part / whole, 3) if whole else None  # noqa: E731
     return {"curator_precision": rate(passed[True], totals[True]),
-            "strict_pass_among_rejected": rate(passed[False], totals[False]),
+            "named_kept_accepted": rate(named_kept[True], totals[True]),
+            "named_kept_rejected": rate(named_kept[False], totals[False]),
             "strict_pass_overall": rate(passed[True] + passed[False], totals[True] + totals[False])}
 
 

@@ -89,6 +89,20 @@ def test_export_import_round_trip(offline_home, tmp_path):
     assert [row["conditioning"]["bytes"] for row in a] == [row["conditioning"]["bytes"] for row in b]
 
 
+def test_an_uncurated_control_is_a_seeded_sample_of_every_judged_pair(offline_home, tmp_path):
+    store = Store(offline_home)
+    judged = store.pair_pictures("verdicts.status = 'ok'")
+    assert len(judged) > 3
+    every = export_pairs(store, tmp_path / "all.parquet", uncurated=True)
+    sizes = [export_pairs(store, tmp_path / f"sample-{seed}.parquet", uncurated=True, sample=3, seed=seed)
+             for seed in (0, 0, 1)]
+    assert every == len(judged) and sizes == [3, 3, 3]
+    manifest = lambda name: [row["pair_id"] for row in json.loads((tmp_path / f"{name}.parquet.manifest.json").read_text())["rows"]]  # noqa: E731
+    assert manifest("sample-0") == sorted(manifest("sample-0"), key=manifest("all").index)  # in the wheel's order
+    assert set(manifest("sample-0")) < set(manifest("all"))
+    assert export_pairs(store, tmp_path / "big.parquet", uncurated=True, sample=10**6) == every
+
+
 @pytest.mark.parametrize("api", ["openai", "gemini"])
 def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offline_home):
     home = tmp_path / "home"
@@ -102,7 +116,7 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     # The canned reply is the same for every caption: the repeat is marked and gets no grid.
     assert [row["duplicate_of"] for row in prompts] == [None, prompts[0]["id"]]
 
-    ok(dsd(home, "grids", "--steps", "2", "--size", "128"))
+    ok(dsd(home, "grids", "--steps", "4"))
     ok(dsd(home, "pairs"))
     fake_api.reply = lambda body: json.dumps(VERDICT)
     fake_api.requests.clear()
