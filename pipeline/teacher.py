@@ -14,7 +14,7 @@ import torch
 
 from pipeline.errors import UserInputError
 from pipeline.generator import text_length
-from pipeline.weights import BASE_PATTERNS, EMBEDDED_DEFAULT, ModelSpec, load_generator, resolve_folder
+from pipeline.weights import BASE_PATTERNS, EMBEDDED_BASE, ModelSpec, load_generator, resolve_folder
 
 FLUX_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
 
@@ -62,13 +62,13 @@ def teacher_guidance(folder) -> float:
 def load_teacher(path_or_id: str | None, device: str = "cpu") -> Teacher:
     from diffusers import AutoPipelineForText2Image, FluxPipeline
 
-    folder = resolve_folder(path_or_id, "teacher", BASE_PATTERNS) if path_or_id else EMBEDDED_DEFAULT
-    name = path_or_id or "embedded default (tiny, untrained)"
+    folder = resolve_folder(path_or_id, "teacher", BASE_PATTERNS) if path_or_id else EMBEDDED_BASE
+    name = path_or_id or "embedded miniature teacher"
     index = folder / "model_index.json"
     kind = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
     device_type = torch.device(device).type
     if kind.startswith("Flux") or kind == "DSDPipeline" or (folder / "transformer").is_dir() and not kind:
-        generator = load_generator(ModelSpec(base=str(folder) if path_or_id else None), device=device_type)
+        generator = load_generator(ModelSpec(base=str(folder)), device=device_type)
         components = {key: value for key, value in generator.components.items() if key in FLUX_COMPONENTS}
         return Teacher(FluxPipeline(**components).to(device), name, teacher_guidance(folder))
     try:

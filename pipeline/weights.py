@@ -25,10 +25,14 @@ from accelerate import init_empty_weights
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pipeline import mini
 from pipeline.errors import UserInputError
 from pipeline.model import DSDTransformer2DModel
 
-EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "assets" / "tiny-dsd"
+# The embedded default is the miniature (`pipeline/mini`, issue 6): its teacher is the base, and with
+# no model given at all the generator is that teacher plus the student trained on curated pairs.
+EMBEDDED_BASE = mini.TEACHER
+EMBEDDED_DSD = mini.STUDENT / "curated"
 SAMPLING_FILE = "sampling.json"  # a model folder's own generation defaults: {"width", "height", "steps"}
 SAMPLING = {"width": 512, "height": 512, "steps": 28}  # FLUX.1-dev's, and the released DSD weights'
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -269,9 +273,14 @@ class ModelSpec:
     lora: str | None = None  # one more LoRA file, e.g. a mode's
     dtype: str = "auto"
 
+    @property
+    def embedded(self) -> bool:
+        """Nothing named: the miniature's teacher with its curated student."""
+        return not (self.base or self.dsd or self.lora)
+
     def describe(self) -> str:
-        if not (self.base or self.dsd or self.lora):
-            return "embedded default (tiny, untrained)"
+        if self.embedded:
+            return "embedded miniature (64 px world creatures: teacher + curated student)"
         parts = [self.base or "embedded base"] + [p for p in (self.dsd, self.lora) if p]
         return " + ".join(parts)
 
@@ -295,8 +304,8 @@ def sampling_defaults(spec: ModelSpec) -> dict:
     (a `sampling.json` in the base folder, then in the DSD weights folder; the miniature's says 64 px,
     20 steps). Only local folders are read: a Hub id gets FLUX's defaults without touching the network."""
     found = dict(SAMPLING)
-    for folder in (Path(spec.base).expanduser() if spec.base else EMBEDDED_DEFAULT,
-                   Path(spec.dsd).expanduser() if spec.dsd else None):
+    dsd = EMBEDDED_DSD if spec.embedded else Path(spec.dsd).expanduser() if spec.dsd else None
+    for folder in (Path(spec.base).expanduser() if spec.base else EMBEDDED_BASE, dsd):
         if folder is not None and folder.is_dir():
             found |= {key: int(value) for key, value in read_sampling(folder).items() if key in SAMPLING}
     return found
@@ -310,8 +319,8 @@ def load_generator(spec: ModelSpec, device: str = "cpu"):
     from pipeline.generator import DSDPipeline
 
     dtype = resolve_dtype(spec.dtype, device)
-    base = resolve_folder(spec.base, "base model", BASE_PATTERNS) if spec.base else EMBEDDED_DEFAULT
-    dsd = resolve_folder(spec.dsd, "DSD weights") if spec.dsd else None
+    base = resolve_folder(spec.base, "base model", BASE_PATTERNS) if spec.base else EMBEDDED_BASE
+    dsd = EMBEDDED_DSD if spec.embedded else resolve_folder(spec.dsd, "DSD weights") if spec.dsd else None
     lora = Path(spec.lora).expanduser() if spec.lora else None
     check_base_folder(base, needs_transformer=not (dsd and dsd_folder_kind(dsd) == "released"))
     transformer, report = load_dsd_transformer(base, dsd, lora, dtype)

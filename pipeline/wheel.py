@@ -16,6 +16,7 @@ from pathlib import Path
 
 import PIL.Image
 
+from pipeline import mini
 from pipeline.captions import builtin_captions, filter_captions, read_captions
 from pipeline.curation import JudgeFailure, curate, make_judge
 from pipeline.grid_prompts import PROMPT_VERSION, duplicate_sources, make_prompt_writer
@@ -116,7 +117,7 @@ def run_grids(store: Store, teacher: str | None = None, per_prompt: int = 1, siz
 
     rank, world, device = process_share()
     pipe = load_teacher(teacher, device)
-    width, height = size or ((1024, 1024) if teacher else (256, 256))
+    width, height = size or ((1024, 1024) if teacher else (mini.GRID, mini.GRID))
     # A prompt belongs to one process by its id, not by its place in a list that other processes shrink.
     todo = [prompt for prompt in store.pending("grids", None, [per_prompt]) if prompt["id"] % world == rank][:limit]
     folder = wheel_folder(store, "grids")

@@ -23,7 +23,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model (default: the embedded tiny model)")
+    group = parser.add_argument_group("model (default: the embedded miniature, teacher + curated student)")
     group.add_argument("--base", help="FLUX.1-dev folder or hub id (env DSD_BASE)")
     group.add_argument("--dsd", help="DSD weights: primecai/dsd_model layout or a training run folder (env DSD_WEIGHTS)")
     group.add_argument("--lora", help="one more LoRA file (env DSD_LORA)")
@@ -257,7 +257,7 @@ def add_wheel_commands(commands, common: argparse.ArgumentParser) -> None:
     grids = stages.add_parser("grids", parents=[job], help="the teacher draws grids (use accelerate launch for GPUs)")
     grids.add_argument("--teacher", help="text-to-image folder or hub id (default: the embedded model)")
     grids.add_argument("--per-prompt", type=int, default=1, help="grids per prompt, each at its own recorded seed")
-    grids.add_argument("--size", help="grid size W[xH] (default 1024, 256 for the embedded model)")
+    grids.add_argument("--size", help="grid size W[xH] (default 1024, 144 for the embedded miniature)")
     grids.add_argument("--steps", type=int, default=28)
     grids.add_argument("--guidance", type=float, default=3.5)
     grids.add_argument("--limit", type=int)

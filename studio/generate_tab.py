@@ -34,6 +34,13 @@ EXAMPLES = [
     ("coffee.jpg", "relight", MODES["relight"].example),
     ("astronaut.jpg", "instruct", MODES["instruct"].example),
 ]
+# The embedded miniature knows only its world (held-out creatures here, so these are zero-shot) and its
+# words: scenes, light, warmth and the attribute names of `pipeline/mini/world.py`.
+MINI_EXAMPLES = [
+    ("mini-star.png", "identity", "a creature, in a desert, lit from the left, in warm light"),
+    ("mini-circle.png", "relight", "lit from the right, in cool light"),
+    ("mini-triangle.png", "instruct", "a creature wearing a hat, at sea, lit from above, in neutral light"),
+]
 HISTORY_HEADERS = ["id", "time", "mode", "prompt", "seed", "size", "total s"]
 HISTORY_LIMIT = 200
 DETAIL_FIELDS = ("id", "created_at", "status", "error", "mode", "prompt", "prompt_used", "model",
@@ -185,7 +192,7 @@ def form(settings: Settings) -> SimpleNamespace:
                                 info=f"with {settings.enhancer}" if settings.enhancer else "set DSD_ENHANCER to use it")
     with gr.Accordion("Model", open=False):
         f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode")
-        f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="embedded tiny default; a FLUX.1-dev folder or hub id")
+        f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="blank: the embedded miniature; a FLUX.1-dev folder or hub id")
         f.dsd = gr.Textbox(settings.model.dsd or "", label="DSD weights", placeholder="none; a folder or hub id")
         f.run = gr.Dropdown([], value=None, label="Or the weights of a training run", elem_id="generate-run",
                             info="fills Base model and DSD weights")
@@ -232,7 +239,8 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
         with gr.Column(scale=1):
             r = results()
-    gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in EXAMPLES],
+    examples = MINI_EXAMPLES if settings.model.embedded else EXAMPLES
+    gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in examples],
                 inputs=[f.reference, f.mode, f.prompt], cache_examples=False)
     h = history_panel()
 

@@ -39,7 +39,7 @@ FIELD_NAMES = [f.name for f in FIELDS]
 CHOICES = {"schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION, "strategy": STRATEGIES}
 HINTS = {
     "data": "a parquet file on the server, as `dsd wheel export` writes",
-    "base": "blank: the embedded tiny model; a FLUX.1-dev folder or hub id",
+    "base": "blank: the embedded miniature teacher; a FLUX.1-dev folder or hub id",
     "out": "blank: runs/<run id> in the data folder",
     "alpha": "blank: the rank",
     "target_modules": "YAML list of module name patterns",

@@ -184,7 +184,7 @@ def run_form() -> SimpleNamespace:
     with gr.Group(visible=False) as f.grids, gr.Row():
         f.teacher = gr.Textbox("", label="Teacher", placeholder="blank: the embedded model; a FLUX folder or hub id")
         f.per_prompt = gr.Number(1, label="Grids per prompt", precision=0)
-        f.size = gr.Textbox("", label="Size", placeholder="blank: 1024 (256 embedded); W or WxH")
+        f.size = gr.Textbox("", label="Size", placeholder="blank: 1024 (144 embedded); W or WxH")
         f.steps = gr.Number(28, label="Steps", precision=0)
     with gr.Group(visible=False) as f.curate, gr.Row():
         f.judge = gr.Textbox("", label="Judge", placeholder="blank: offline similarity stand-in; openai:MODEL or gemini:MODEL")

@@ -24,7 +24,7 @@ import torch
 from pipeline import jobs
 from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
-from pipeline.weights import EMBEDDED_DEFAULT
+from pipeline.weights import EMBEDDED_BASE
 from train.config import TrainConfig, config_values
 
 KIND = "train"
@@ -75,7 +75,7 @@ def check_config(config: TrainConfig) -> list[str]:
         raise UserInputError(f"data {config.data} is not a readable parquet file ({str(error).splitlines()[0]})") from None
     if not {"image", "conditioning", "caption"} <= columns:
         raise UserInputError(f"data {config.data} lacks the image, conditioning and caption columns of `dsd wheel export`")
-    base = Path(config.base).expanduser() if config.base else EMBEDDED_DEFAULT
+    base = Path(config.base).expanduser() if config.base else EMBEDDED_BASE
     if (base / "transformer" / "config.json").is_file():  # a hub id is checked when its files are there
         from train.trainer import check_target_modules
 

@@ -32,7 +32,7 @@ from peft import LoraConfig
 from pipeline.dataset import read_pairs
 from pipeline.errors import UserInputError
 from pipeline.store import Store
-from pipeline.weights import ModelSpec, load_generator, save_dsd_weights
+from pipeline.weights import EMBEDDED_BASE, ModelSpec, load_generator, save_dsd_weights
 from train import checkpoints
 from train.config import TrainConfig, config_values
 from train.sampling import draw_samples, sample_specs
@@ -210,7 +210,8 @@ def weights_digest(transformer) -> str:
 def build_pipeline(config: TrainConfig, accelerator: Accelerator):
     """The base model as the generator loads it, then the LoRA (initialised the same on every rank)."""
     dtype = {"bf16": "bf16", "fp16": "fp16"}.get(config.mixed_precision, "fp32")
-    pipe = load_generator(ModelSpec(base=config.base, dtype=dtype), device=accelerator.device.type)
+    base = config.base or str(EMBEDDED_BASE)  # the embedded base alone, never the embedded default's own student
+    pipe = load_generator(ModelSpec(base=base, dtype=dtype), device=accelerator.device.type)
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     torch.manual_seed(config.seed)

@@ -34,13 +34,10 @@ from PIL import Image
 
 from pipeline.grid_prompts import world_grid_prompt
 from pipeline.grids import Layout
-from pipeline.mini import world
+from pipeline.mini import GRID, GUTTER, PANEL, world  # noqa: F401 (the sizes live with the paths)
 from pipeline.tiny import TinyConfig, build_tiny_components
 from pipeline.weights import SAMPLING_FILE
 
-PANEL = 64
-GUTTER = 16  # 2 x 64 + 16 = 144: a multiple of 16 whose gutter falls on whole latent tokens
-GRID = 2 * PANEL + GUTTER
 TEXT_TOKENS = 104  # the longest grid prompt of the world is 103 tokens with </s>
 TEACHER_CONFIG = TinyConfig(layers=4, single_layers=4, heads=4, head_dim=32, text_dim=64,
                             vae_channels=(16, 32, 32, 64), seed=0, words=tuple(world.VOCABULARY),

@@ -84,7 +84,7 @@ README_NAMES = {"studio-generate.png": "studio.png", "wheel-review.png": "wheel.
                 "eval-tab.png": "evaluate.png"}
 
 
-CURATED = 30  # pairs the judge has seen; the rest have no verdict yet
+CURATED = 12  # pairs the judge has seen; the rest (about 14 of the 26 or so) have no verdict yet
 
 
 def run_offline_wheel(home: Path) -> Store:
@@ -92,7 +92,7 @@ def run_offline_wheel(home: Path) -> Store:
     store = Store(home)
     wheel.run_captions(store, limit=3)
     wheel.run_prompts(store)
-    wheel.run_grids(store, steps=2, size=(128, 128))
+    wheel.run_grids(store, steps=4)  # the embedded miniature at its own grid size
     wheel.run_pairs(store)
     wheel.run_curate(store, limit=CURATED)
     judged = [pair["pair_id"] for pair in store.pair_pictures("verdicts.status = 'ok'")]

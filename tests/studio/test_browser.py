@@ -5,7 +5,7 @@ import re
 from pipeline.modes import MODES
 from tests.studio.conftest import ROOT, TIMEOUT_MS, save_screenshot
 
-PROMPT = "a photo of the cat sleeping on a pile of books"
+PROMPT = "a creature, in a desert, lit from the left, in warm light"  # in the embedded miniature's words
 
 
 def test_generate_in_the_browser(browser, studio):
@@ -15,13 +15,12 @@ def test_generate_in_the_browser(browser, studio):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(studio.url)
 
-    page.locator("#reference input[type=file]").set_input_files(str(ROOT / "assets" / "examples" / "cat.jpg"))
+    # A held-out creature of the miniature's world, at the model's own size and steps (64 px, 20).
+    page.locator("#reference input[type=file]").set_input_files(str(ROOT / "assets" / "examples" / "mini-star.png"))
     expect(page.locator("#reference img")).to_be_visible()
     page.locator("#prompt textarea").fill(PROMPT)
-    page.locator("#size textarea, #size input").first.fill("128")
-    steps = page.locator("#steps input[type=number]")
-    steps.fill("4")
-    steps.press("Enter")
+    expect(page.locator("#size textarea, #size input").first).to_have_value("64")
+    expect(page.locator("#steps input[type=number]")).to_have_value("20")
     page.locator("#generate").click()
 
     expect(page.locator("#gallery img").first).to_be_visible()
@@ -31,7 +30,7 @@ def test_generate_in_the_browser(browser, studio):
     page.locator("#history").get_by_test_id("cell-0-3").click()
     expect(page.locator("#history-pictures img").first).to_be_visible()
     expect(page.locator("#history-details")).to_contain_text(str(row["seed"]))
-    assert row["params"]["steps"] == 4 and (row["params"]["width"], row["params"]["height"]) == (128, 128)
+    assert row["params"]["steps"] == 20 and (row["params"]["width"], row["params"]["height"]) == (64, 64)
 
     save_screenshot(page, "studio-generate.png")
 

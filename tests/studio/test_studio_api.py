@@ -56,7 +56,7 @@ def test_a_too_long_prompt_still_generates_and_says_what_was_cut(client):
     gallery, _, notices, _ = generate(client, prompt=prompt)
 
     assert len(gallery) == 1
-    assert "the text encoder reads the first 512, the rest was cut" in notices
+    assert "the text encoder reads the first 104, the rest was cut" in notices  # the miniature's T5 length
 
 
 def partial_base(tmp_path: Path) -> str:
@@ -152,8 +152,11 @@ def test_the_generate_form_starts_at_the_models_own_size_and_steps(tmp_path):
 
     base = tmp_path / "base"
     shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "tiny-dsd", base)
-    (base / "sampling.json").write_text('{"width": 64, "height": 64, "steps": 20}')
+    with gr.Blocks():  # a base folder without sampling.json gets FLUX's defaults
+        flux = form(Settings(home=tmp_path, model=ModelSpec(base=str(base))))
+    (base / "sampling.json").write_text('{"width": 96, "height": 96, "steps": 12}')
     with gr.Blocks():
-        own, flux = form(Settings(home=tmp_path, model=ModelSpec(base=str(base)))), form(Settings(home=tmp_path))
-    assert (own.size.value, own.steps.value) == ("64", 20)
+        own, embedded = form(Settings(home=tmp_path, model=ModelSpec(base=str(base)))), form(Settings(home=tmp_path))
     assert (flux.size.value, flux.steps.value) == ("512", 28)
+    assert (own.size.value, own.steps.value) == ("96", 12)
+    assert (embedded.size.value, embedded.steps.value) == ("64", 20)  # the miniature's own

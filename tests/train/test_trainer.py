@@ -69,7 +69,9 @@ def test_loss_falls_on_the_training_pairs(trained):
     assert [m["step"] for m in metrics] == list(range(1, config.steps + 1))
     before = held_out_loss(load_generator(ModelSpec(base=config.base)).transformer, config, home)
     after = held_out_loss(load_generator(ModelSpec(base=config.base, dsd=str(weights))).transformer, config, home)
-    assert after < before / 4, (before, after)  # measured: 5.2x
+    # Measured 5.2x on one machine and 3.2x on another with the same code and pins: 600 steps at lr 1e-2
+    # follow the CPU's kernels. An adapter that learnt nothing would leave the ratio at 1.
+    assert after < before / 2.5, (before, after)
 
 
 def test_trained_output_is_closer_to_the_target(trained, pairs):
