@@ -5,6 +5,7 @@
     dsd mini wheel         --teacher W/teacher --judge W/judge --home W/wheel
     dsd mini train-student --teacher W/teacher --data W/wheel/curated.parquet --out W/student/curated
     dsd mini report        [--teacher ... --judge ... --uncurated ... --curated ...] [--json]
+    dsd mini teacher-domain --home W/domain   (the same students on the teacher's own pictures)
     dsd mini chain         --out W        (all of the above, in order, with their CPU times)
 
 Every stage is seeded; `report` defaults to the weights shipped in assets/mini. `train-teacher` and
@@ -60,6 +61,12 @@ def add_mini_commands(commands, common: argparse.ArgumentParser, parser_class) -
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--picture", type=Path, help="also write references and outputs side by side (PNG)")
 
+    domain = stages.add_parser("teacher-domain", parents=[common],
+                               help="identity kept on the teacher's own pictures, from captions no student saw")
+    add_model_folders(domain)
+    domain.add_argument("--grids", type=int, default=100, help="fresh grids drawn for the check")
+    domain.add_argument("--seeds", type=int, default=3)
+
     chain = stages.add_parser("chain", parents=[common], help="every stage in order into one folder")
     chain.add_argument("--out", type=Path, required=True)
     chain.add_argument("--quick", action="store_true", help="a few steps per stage: checks a set-up in minutes")
@@ -111,6 +118,11 @@ def run_mini(args) -> int:
         if not args.json:
             print(chain.markdown(report))
             return 0
+    elif args.stage == "teacher-domain":
+        home = Path(getattr(args, "home", None) or "dsd-data/mini-teacher-domain")
+        report = chain.teacher_domain(home, args.teacher, args.judge, {"student_uncurated": args.uncurated,
+                                                                        "student_curated": args.curated},
+                                      args.grids, seeds=args.seeds, log=say)
     else:
         report = run_chain(args.out, args.quick, say)
     print(json.dumps(report, indent=1))

@@ -85,10 +85,10 @@ def wheel_captions(count: int, seed: int = 0) -> list[str]:
 
 
 def run_wheel(home: str | Path, teacher: str | Path = TEACHER, judge: str | Path = JUDGE, grids: int = 240,
-              steps: int = 20, seed: int = 0, log: Log = print) -> dict:
-    """The project's data wheel with the miniature's teacher and judge: captions, prompts, grids,
-    pairs, verdicts, then two exports of equal size: curated (the judge's "same") and uncurated (judged
-    pairs drawn at random, whatever the verdict)."""
+              steps: int = 20, seed: int = 0, log: Log = print, captions: list[str] | None = None) -> dict:
+    """The project's data wheel with the miniature's teacher and judge: captions (`grids` of them drawn
+    with `seed`, or the given ones), prompts, grids, pairs, verdicts, then two exports of equal size:
+    curated (the judge's "same") and uncurated (judged pairs drawn at random, whatever the verdict)."""
     from pipeline.dataset import export_pairs
     from pipeline.store import Store
     from pipeline.wheel import (record_run, run_captions, run_curate, run_grids, run_pairs, run_prompts,
@@ -97,9 +97,9 @@ def run_wheel(home: str | Path, teacher: str | Path = TEACHER, judge: str | Path
     home = Path(home)
     store = Store(home)
     started = time.perf_counter()
-    captions = home / "captions.txt"
-    captions.write_text("\n".join(wheel_captions(grids, seed)) + "\n")
-    stages = [lambda: run_captions(store, str(captions)),
+    caption_file = home / "captions.txt"
+    caption_file.write_text("\n".join(captions or wheel_captions(grids, seed)) + "\n")
+    stages = [lambda: run_captions(store, str(caption_file)),
               lambda: run_prompts(store, dedupe=1.0),  # world prompts share most words; only exact repeats go
               lambda: run_grids(store, teacher=str(teacher), size=(GRID, GRID), steps=steps, guidance=GUIDANCE),
               lambda: run_pairs(store),
@@ -293,6 +293,47 @@ def report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, students: d
         save_picture(picture, evaluation_items(0, per_mode), shown)
     return {"judge_accuracy": accuracy, "rows": rows, "seeds": seeds, "items_per_seed": per_mode * len(MODES),
             "seconds": round(time.perf_counter() - started)}
+
+
+# The shipped students' wheel: 240 captions drawn with seed 0, then 720 with seed 1 on the same home.
+SHIPPED_WHEEL = ((240, 0), (720, 1))
+
+
+def teacher_domain(home: str | Path, teacher: str | Path = TEACHER, judge: str | Path = JUDGE,
+                   students: dict | None = None, grids: int = 100, seed: int = 3, seeds: int = 3,
+                   trained_on: tuple = SHIPPED_WHEEL, steps: int = 20, log: Log = print) -> dict:
+    """Identity kept on the teacher's own pictures, drawn from captions no student was trained on.
+
+    The report's references are crisp renders; the students only ever saw the teacher's soft panels.
+    This check separates the two: the wheel draws `grids` fresh grids from captions that are not among
+    the students' training captions (`trained_on`, as (count, seed) of `wheel_captions`), the judge
+    curates them, and each row draws the curated pairs' targets from their references and captions.
+    `kept` is the share of the reference panel's five identity readings that the output's readings
+    match, per evaluation seed; the pairs' own targets give the ceiling."""
+    students = students or {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}
+    seen = {caption for count, caption_seed in trained_on for caption in wheel_captions(count, caption_seed)}
+    fresh = [caption for caption in wheel_captions(4 * grids, seed) if caption not in seen][:grids]
+    wheel = run_wheel(home, teacher, judge, steps=steps, log=log, captions=fresh)
+    from pipeline.dataset import read_pairs
+    from pipeline.images import load_image
+
+    table = read_pairs(Path(home) / "curated.parquet").to_pylist()
+    items = [{"reference": load_image(row["conditioning"]["bytes"]), "prompt": row["caption"]} for row in table]
+    targets = [load_image(row["image"]["bytes"]) for row in table]
+    model = AttributeJudge.from_pretrained(str(judge)).eval()
+    references = read_attributes(model, [item["reference"] for item in items])
+
+    def kept(outputs) -> float:
+        readings = read_attributes(model, outputs)
+        return float(np.mean([[r[x] == ref[x] for x in IDENTITY] for r, ref in zip(readings, references)]))
+
+    rows = [{"name": "curated_target", "kept": round(kept(targets), 4), "kept_std": 0.0}]
+    for row in ("teacher_text", *students):
+        runs = [kept(generate_row(row, items, k, teacher, students, steps)) for k in range(seeds)]
+        rows.append({"name": row, "kept": round(float(np.mean(runs)), 4),
+                     "kept_std": round(float(np.std(runs, ddof=1)) if seeds > 1 else 0.0, 4)})
+        log(f"teacher domain: {row} keeps {rows[-1]['kept']:.3f} of the reference's identity readings")
+    return {"grids": wheel["grids"], "pairs": len(items), "seeds": seeds, "rows": rows}
 
 
 def save_picture(path: str | Path, items: list[dict], outputs: dict, columns: int = 8, scale: int = 2) -> Path:
