@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.mini import JUDGE, STUDENT, TEACHER, world
+from pipeline.mini import GRID, JUDGE, PANEL, STUDENT, TEACHER, world
 from pipeline.mini.judge import (CONTEXT, IDENTITY, AttributeJudge, held_out_pairs, pair_accuracy,
                                  read_attributes, train_judge)
-from pipeline.mini.models import GRID, GUIDANCE, PANEL, TeacherSettings, train_teacher
+from pipeline.mini.models import GUIDANCE, TeacherSettings, train_teacher
 
 STRICT_P = 0.5  # the strict check's confidence floor on every identity reading of both panels (more likely than not)
 ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
+STUDENTS = {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}  # the shipped ones
 MODES = ("identity", "relight", "instruction")
 Log = Callable[[str], None]
 
@@ -261,7 +262,7 @@ def report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, students: d
     """The table: for each row, CP, PF and CP*PF (mean over `seeds` evaluation seeds, and the std of
     CP*PF across them), on held-out identities; with the judge's accuracy beside it."""
     started = time.perf_counter()
-    students = students or {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}
+    students = students or STUDENTS
     model = AttributeJudge.from_pretrained(str(judge)).eval()
     per_seed = {row: [] for row in ROWS}
     shown = {}
@@ -310,7 +311,7 @@ def teacher_domain(home: str | Path, teacher: str | Path = TEACHER, judge: str |
     curates them, and each row draws the curated pairs' targets from their references and captions.
     `kept` is the share of the reference panel's five identity readings that the output's readings
     match, per evaluation seed; the pairs' own targets give the ceiling."""
-    students = students or {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}
+    students = students or STUDENTS
     seen = {caption for count, caption_seed in trained_on for caption in wheel_captions(count, caption_seed)}
     fresh = [caption for caption in wheel_captions(4 * grids, seed) if caption not in seen][:grids]
     wheel = run_wheel(home, teacher, judge, steps=steps, log=log, captions=fresh)

@@ -34,7 +34,7 @@ from PIL import Image
 
 from pipeline.grid_prompts import world_grid_prompt
 from pipeline.grids import Layout
-from pipeline.mini import GRID, GUTTER, PANEL, world  # noqa: F401 (the sizes live with the paths)
+from pipeline.mini import GUTTER, PANEL, world
 from pipeline.tiny import TinyConfig, build_tiny_components
 from pipeline.weights import SAMPLING_FILE
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserInputError
-from pipeline.mini import world
-from pipeline.mini.models import GRID, TeacherSettings, training_grid
+from pipeline.mini import GRID, world
+from pipeline.mini.models import TeacherSettings, training_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
