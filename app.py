@@ -11,7 +11,7 @@ try:
 except ImportError:
     spaces = None
 
-from pipeline.service import Settings  # noqa: E402
+from pipeline.generation.generate import Settings  # noqa: E402
 from studio.app import launch  # noqa: E402
 
 GPU_SECONDS = 120  # the longest one generation may hold a ZeroGPU slot

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.curation import VLMJudge, curate  # noqa: E402
+from pipeline.wheel.curation import VLMJudge, curate  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
 from pipeline.providers import OpenAICompatibleProvider  # noqa: E402
 from tests.fake_api import FakeAPI  # noqa: E402

@@ -26,11 +26,12 @@ def main() -> None:
 
     import torch
 
-    from pipeline.mini import world
-    from pipeline.weights import ModelSpec, load_generator, sampling_defaults
+    from mini import world
+    from mini.embedded import with_embedded
+    from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
 
     torch.set_num_threads(args.threads)
-    spec = ModelSpec()
+    spec = with_embedded(ModelSpec())
     size = sampling_defaults(spec)
     started = time.perf_counter()
     pipe = load_generator(spec)

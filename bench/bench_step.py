@@ -29,7 +29,7 @@ CASES = {
 
 
 def bench_config():
-    from pipeline.tiny import TinyConfig
+    from pipeline.generation.tiny_flux import TinyConfig
 
     return TinyConfig(layers=4, single_layers=8, heads=4, head_dim=32, text_dim=64, vae_channels=(16, 32, 32, 32))
 
@@ -39,8 +39,8 @@ def run_case(case: str, size: int, steps: int, device: str) -> dict:
     from diffusers import FluxPipeline
     from PIL import Image
 
-    from pipeline.generator import DSDPipeline
-    from pipeline.tiny import build_tiny_components
+    from pipeline.generation.pipeline import DSDPipeline
+    from pipeline.generation.tiny_flux import build_tiny_components
 
     components = build_tiny_components(bench_config())
     stamps = []

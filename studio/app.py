@@ -6,15 +6,16 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from pipeline.service import LICENCE_NOTE, Settings
+from pipeline.generation.generate import LICENCE_NOTE, Settings
 from studio import eval_tab, generate_tab, train_tab, wheel_tab
+from studio.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 LOCAL_HOST = "127.0.0.1"
 
 
 def header(settings: Settings) -> str:
-    model = settings.model.describe()
+    model = resolve_model(settings.model).describe()
     advice = "" if any((settings.model.base, settings.model.dsd, settings.model.lora)) else (
         " (set DSD_BASE and DSD_WEIGHTS, or open *Model* below, to run FLUX.1-dev with DSD)"
     )

@@ -1,4 +1,4 @@
-"""The Evaluate tab: the DreamBench++ protocol (`pipeline.evaluation`) as background jobs, and its results.
+"""The Evaluate tab: the DreamBench++ protocol (`pipeline.evaluation.stages`) as background jobs, and its results.
 
 Layout and event wiring only. Sampling, judging and the feature metrics run as `dsd eval STAGE` in a
 job process of their own (`pipeline.jobs`); the tab reads the store on a timer. API names:
@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from pipeline import evaluation
+from pipeline.evaluation import stages as evaluation
 from pipeline.errors import UserInputError
 from pipeline.jobs import dsd_command, reconcile, start_job
-from pipeline.service import Settings
+from pipeline.generation.generate import Settings
 from pipeline.store import Store
 from studio.generate_tab import shown_as_gr_error
-from studio.job_views import JOB_HEADERS, job_log, job_rows, select_job, stop_job
+from studio.jobs_view import JOB_HEADERS, job_log, job_rows, select_job, stop_job
 from studio.wheel_tab import whole_number
 
 FIGURE_HEADERS = ["figure", "mean", "std"]

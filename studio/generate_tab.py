@@ -1,6 +1,6 @@
 """The Generate tab: a reference picture and a prompt in, new pictures of the same subject out.
 
-Layout and event wiring only. Every generation goes through `pipeline.service.generate`, the
+Layout and event wiring only. Every generation goes through `pipeline.generation.generate.generate`, the
 function the CLI and the tests call; the history reads the store. API names: `generate`, `history`.
 """
 
@@ -14,14 +14,16 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from pipeline import service
+from pipeline.generation import generate as service
 from pipeline.errors import UserInputError
 from pipeline.images import parse_size
-from pipeline.modes import MEMORY_MODES, MODES, get_mode
+from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.providers import ProviderError
-from pipeline.service import GenerateRequest, Settings
+from pipeline.generation.generate import GenerateRequest, Settings
 from pipeline.store import Store
-from pipeline.weights import DTYPES, ModelSpec, sampling_defaults
+from pipeline.generation.weights import DTYPES, ModelSpec, sampling_defaults
+from mini.embedded import is_embedded
+from studio.resolve import resolve_model
 from train import launcher
 
 USER_ERRORS = (UserInputError, ProviderError)
@@ -35,7 +37,7 @@ EXAMPLES = [
     ("astronaut.jpg", "instruct", MODES["instruct"].example),
 ]
 # The embedded miniature knows only its world (held-out creatures here, so these are zero-shot) and its
-# words: scenes, light, warmth and the attribute names of `pipeline/mini/world.py`.
+# words: scenes, light, warmth and the attribute names of `mini/world.py`.
 MINI_EXAMPLES = [
     ("mini-star.png", "identity", "a creature, in a desert, lit from the left, in warm light"),
     ("mini-circle.png", "relight", "lit from the right, in cool light"),
@@ -168,7 +170,7 @@ def generation_details(store: Store, generation_id) -> tuple[list[tuple[str, str
 def form(settings: Settings) -> SimpleNamespace:
     """The inputs, in the order `generate` takes them."""
     first = MODES["identity"]
-    sampling = sampling_defaults(settings.model)  # the model's own size and steps (512 px and 28 for FLUX)
+    sampling = sampling_defaults(resolve_model(settings.model))  # the model's own size and steps (512 px and 28 for FLUX)
     size = str(sampling["width"]) if sampling["width"] == sampling["height"] else f"{sampling['width']}x{sampling['height']}"
     f = SimpleNamespace()
     f.reference = gr.Image(label="Reference picture", type="filepath", height=320, elem_id="reference")
@@ -239,7 +241,7 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
         with gr.Column(scale=1):
             r = results()
-    examples = MINI_EXAMPLES if settings.model.embedded else EXAMPLES
+    examples = MINI_EXAMPLES if is_embedded(resolve_model(settings.model)) else EXAMPLES
     gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in examples],
                 inputs=[f.reference, f.mode, f.prompt], cache_examples=False)
     h = history_panel()
@@ -282,7 +284,7 @@ def generate_handler(settings: Settings, generate_fn: Callable):
         with shown_as_gr_error("generation"):
             request = request_from_form(reference, prompt, mode, size, steps, num_images, seed, randomise,
                                         guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
-            run_settings = replace(settings, memory=memory, model=model_spec(base, dsd, lora, dtype))
+            run_settings = replace(settings, memory=memory, model=resolve_model(model_spec(base, dsd, lora, dtype)))
             progress(0, desc="loading the model")
             result = generate_fn(request, run_settings,
                                  progress=lambda step, total: progress((step, total), desc="denoising"))

@@ -22,10 +22,11 @@ from PIL import ImageDraw, ImageFont, ImageOps
 
 from pipeline.errors import UserInputError
 from pipeline.jobs import log_tail
-from pipeline.service import Settings
+from pipeline.generation.generate import Settings
 from pipeline.store import Store
 from studio.generate_tab import shown_as_gr_error
-from studio.job_views import LOG_BYTES
+from studio.jobs_view import LOG_BYTES
+from studio.resolve import DEFAULT_BASE, resolve_config
 from train import launcher
 from train.config import (MIXED_PRECISION, SCHEDULES, STRATEGIES, TrainConfig, config_values, load_preset, preset_names,
                           save_preset)
@@ -324,7 +325,7 @@ def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: Si
         """Start a training run with the form's settings (queued while its devices are busy); returns its id
         and a message."""
         with shown_as_gr_error("starting the run"):
-            run_id = launcher.launch(store, form_config(values), (name or "").strip())
+            run_id = launcher.launch(store, resolve_config(form_config(values)), (name or "").strip())
             run = launcher.get_run(store, run_id)
         where = "the CPU" if run["devices"] == "cpu" else f"GPU {run['devices']}"
         waiting = " (queued: another run holds its devices)" if run["status"] == "queued" else ""
@@ -349,7 +350,8 @@ def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: Si
     def train_resume(run_id=None):
         """Queue a stopped or failed run (blank: the newest) again; it continues from its newest checkpoint."""
         with shown_as_gr_error("resuming the run"):
-            resumed = launcher.resume(store, chosen_run(store, run_id, ("stopped", "failed"), "resume")["id"])
+            resumed = launcher.resume(store, chosen_run(store, run_id, ("stopped", "failed"), "resume")["id"],
+                                      default_base=DEFAULT_BASE)
         return resumed, f"Resumed run {resumed}: it continues from its newest checkpoint."
 
     def train_runs(run_id=None):

@@ -14,17 +14,17 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from pipeline.dataset import CAPTION_STYLES, export_pairs
+from pipeline.wheel.dataset import CAPTION_STYLES, export_pairs
 from pipeline.errors import UserInputError
-from pipeline.grids import LAYOUTS, Layout
+from pipeline.wheel.grids import LAYOUTS, Layout
 from pipeline.images import parse_size
 from pipeline.jobs import dsd_command, reconcile, start_job
 from pipeline.providers import make_provider
-from pipeline.service import Settings
+from pipeline.generation.generate import Settings
 from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
-from pipeline.wheel import review_pair, review_queue, wheel_stats
+from pipeline.wheel.stages import review_pair, review_queue, wheel_stats
 from studio.generate_tab import shown_as_gr_error
-from studio.job_views import JOB_HEADERS, job_log, job_rows, select_job, stop_job
+from studio.jobs_view import JOB_HEADERS, job_log, job_rows, select_job, stop_job
 
 RUNNABLE = ("captions", "prompts", "grids", "pairs", "curate")
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]

@@ -1,4 +1,4 @@
 """Training: the DSD LoRA fine-tune under accelerate, and the launcher that runs it as a job.
 
-It writes weights with `pipeline.weights.save_dsd_weights`, the format the generator loads.
+It writes weights with `pipeline.generation.weights.save_dsd_weights`, the format the generator loads.
 """

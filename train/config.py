@@ -14,7 +14,7 @@ import yaml
 from pipeline.errors import UserInputError
 from pipeline.images import check_panel_size
 
-# The modules the released DSD LoRA adapts (DESIGN.md section 3): every attention projection of the
+# The modules the released DSD LoRA adapts (primecai/dsd_model): every attention projection of the
 # double-stream blocks, and q/k/v of the single-stream blocks.
 RELEASED_TARGETS = (
     "transformer_blocks.*.attn.to_q", "transformer_blocks.*.attn.to_k", "transformer_blocks.*.attn.to_v",
@@ -34,7 +34,7 @@ PRESETS = PROJECT_ROOT / "train" / "presets"
 @dataclass
 class TrainConfig:
     data: str = ""  # parquet in the primecai/dsd_data layout (dsd wheel export writes one)
-    base: str | None = None  # FLUX.1-dev folder or hub id; None: the embedded default
+    base: str | None = None  # FLUX.1-dev folder or hub id; None: the caller names it (the studio: its embedded base)
     out: str | None = None  # the run folder (checkpoints, samples, weights); None: <data folder>/runs/<run id>
     resolution: int = 512  # panel size; the canvas is twice as wide
     rank: int = 512
@@ -151,11 +151,12 @@ def preset_path(name: str, home: Path | None = None) -> Path:
 
 def load_preset(name: str, home: Path | None = None) -> TrainConfig:
     """A preset by name, not yet validated (a GPU preset names no data; the caller adds it); a
-    built-in preset's relative data path is the project's (`assets/...`)."""
+    built-in preset's relative data and base paths are the project's (`assets/...`)."""
     path = preset_path(name, home)
     values = yaml.safe_load(path.read_text()) or {}
-    if path.parent == PRESETS and values.get("data") and not Path(values["data"]).is_absolute():
-        values["data"] = str(PROJECT_ROOT / values["data"])
+    for key in ("data", "base"):
+        if path.parent == PRESETS and values.get(key) and (PROJECT_ROOT / values[key]).exists():
+            values[key] = str(PROJECT_ROOT / values[key])
     return TrainConfig.from_dict(values, f"preset {name}", check=False)
 
 

@@ -24,7 +24,6 @@ import torch
 from pipeline import jobs
 from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
-from pipeline.weights import EMBEDDED_BASE
 from train.config import TrainConfig, config_values
 
 KIND = "train"
@@ -75,7 +74,9 @@ def check_config(config: TrainConfig) -> list[str]:
         raise UserInputError(f"data {config.data} is not a readable parquet file ({str(error).splitlines()[0]})") from None
     if not {"image", "conditioning", "caption"} <= columns:
         raise UserInputError(f"data {config.data} lacks the image, conditioning and caption columns of `dsd wheel export`")
-    base = Path(config.base).expanduser() if config.base else EMBEDDED_BASE
+    if not config.base:
+        raise UserInputError("no base model: set base to the FLUX.1-dev folder or hub id to fine-tune")
+    base = Path(config.base).expanduser()
     if (base / "transformer" / "config.json").is_file():  # a hub id is checked when its files are there
         from train.trainer import check_target_modules
 
@@ -85,7 +86,7 @@ def check_config(config: TrainConfig) -> list[str]:
 
 def transformer_layer_names(folder: Path) -> set[str]:
     """The layer names of a transformer, from its config alone (no weights are read or allocated)."""
-    from pipeline.model import DSDTransformer2DModel
+    from pipeline.generation.model import DSDTransformer2DModel
 
     with torch.device("meta"):
         model = DSDTransformer2DModel.from_config(DSDTransformer2DModel.load_config(folder))
@@ -186,14 +187,19 @@ def request(store: Store, run_id, what: str) -> str:
     return f"run {run['id']} will {'save a checkpoint' if what == 'save' else 'draw samples'} after its current step"
 
 
-def resume(store: Store, run_id) -> int:
-    """Put a stopped or failed run back in the queue; it continues from its newest checkpoint."""
+def resume(store: Store, run_id, default_base: str | None = None) -> int:
+    """Put a stopped or failed run back in the queue; it continues from its newest checkpoint. A run
+    recorded without a base (the studio once left its embedded base implicit) gets `default_base`."""
     run = get_run(store, run_id)
     if run["status"] in ACTIVE:
         raise UserInputError(f"run {run['id']} is {run['status']} already")
     if run["status"] == "done":
         raise UserInputError(f"run {run['id']} finished all its steps: start a new run to train more")
-    check_config(run_config(run))
+    config = run_config(run)
+    if not config.base and default_base:
+        config = replace(config, base=str(default_base))
+        store.update("runs", run["id"], {"config": config_values(config)})
+    check_config(config)
     store.update("jobs", run["id"], {"status": "queued", "stop_requested": 0, "error": None, "ended_at": None})
     store.update("runs", run["id"], {"save_requested": 0, "sample_requested": 0})
     start_queued(store)

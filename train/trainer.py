@@ -29,10 +29,10 @@ from accelerate.utils import DistributedType, gather_object
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from peft import LoraConfig
 
-from pipeline.dataset import read_pairs
+from pipeline.wheel.dataset import read_pairs
 from pipeline.errors import UserInputError
 from pipeline.store import Store
-from pipeline.weights import EMBEDDED_BASE, ModelSpec, load_generator, save_dsd_weights
+from pipeline.generation.weights import ModelSpec, load_generator, save_dsd_weights
 from train import checkpoints
 from train.config import TrainConfig, config_values
 from train.sampling import draw_samples, sample_specs
@@ -210,8 +210,7 @@ def weights_digest(transformer) -> str:
 def build_pipeline(config: TrainConfig, accelerator: Accelerator):
     """The base model as the generator loads it, then the LoRA (initialised the same on every rank)."""
     dtype = {"bf16": "bf16", "fp16": "fp16"}.get(config.mixed_precision, "fp32")
-    base = config.base or str(EMBEDDED_BASE)  # the embedded base alone, never the embedded default's own student
-    pipe = load_generator(ModelSpec(base=base, dtype=dtype), device=accelerator.device.type)
+    pipe = load_generator(ModelSpec(base=config.base, dtype=dtype), device=accelerator.device.type)
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     torch.manual_seed(config.seed)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pipeline.images import load_image
-from pipeline.tiny import TinyConfig, save_tiny_model
-from pipeline.weights import ModelSpec, load_generator
+from pipeline.generation.tiny_flux import TinyConfig, save_tiny_model
+from pipeline.generation.weights import ModelSpec, load_generator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 

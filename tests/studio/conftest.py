@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import wheel
-from pipeline.service import Settings
+from pipeline.wheel import stages as wheel
+from pipeline.generation.generate import Settings
 from pipeline.store import Store
 from studio.app import build_studio
+from studio.resolve import resolve_teacher, resolve_writer
 
 
 def free_port() -> int:
@@ -91,8 +92,9 @@ def run_offline_wheel(home: Path) -> Store:
     """Every stage in-process on the embedded default, then one "not same" and one failed verdict, as a VLM gives."""
     store = Store(home)
     wheel.run_captions(store, limit=3)
-    wheel.run_prompts(store)
-    wheel.run_grids(store, steps=4)  # the embedded miniature at its own grid size
+    wheel.run_prompts(store, resolve_writer(None))
+    teacher, size, name = resolve_teacher(None, None)  # the embedded miniature at its own grid size
+    wheel.run_grids(store, teacher, size=size, steps=4, teacher_name=name)
     wheel.run_pairs(store)
     wheel.run_curate(store, limit=CURATED)
     judged = [pair["pair_id"] for pair in store.pair_pictures("verdicts.status = 'ok'")]

@@ -2,7 +2,7 @@
 
 import re
 
-from pipeline.modes import MODES
+from pipeline.generation.modes import MODES
 from tests.studio.conftest import ROOT, TIMEOUT_MS, save_screenshot
 
 PROMPT = "a creature, in a desert, lit from the left, in warm light"  # in the embedded miniature's words

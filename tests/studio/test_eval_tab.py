@@ -6,10 +6,14 @@ import time
 import pytest
 from gradio_client import Client
 
-from pipeline import evaluation
+from pipeline.evaluation import stages as evaluation
+from mini.embedded import with_embedded
+from pipeline.generation.weights import ModelSpec
 from pipeline.store import Store
-from tests.pipeline.test_evaluation import ScriptedJudge
+from tests.pipeline.evaluation.test_stages import ScriptedJudge
 from tests.studio.conftest import TIMEOUT_MS, save_screenshot
+
+EMBEDDED = with_embedded(ModelSpec())  # the model the studio runs when none is named
 
 
 def wait_for_job(client, job_id: int, timeout: float = 240) -> tuple[list, str]:
@@ -76,7 +80,7 @@ def judged_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("eval-tab")
     store = Store(home)
     eval_id = evaluation.create_eval(store, "judged", size=64, steps=2)
-    evaluation.sample_items(store, eval_id, limit=8)  # a partial evaluation: quicker, and shown as such
+    evaluation.sample_items(store, eval_id, limit=8, model=EMBEDDED)  # a partial evaluation: quicker, and shown as such
     with FakeAPI() as server, pytest.MonkeyPatch.context() as patch:
         server.reply = ScriptedJudge()
         patch.setenv("OPENAI_API_KEY", "sk-test")

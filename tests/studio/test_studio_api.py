@@ -146,8 +146,8 @@ def test_the_generate_form_starts_at_the_models_own_size_and_steps(tmp_path):
 
     import gradio as gr
 
-    from pipeline.service import Settings
-    from pipeline.weights import ModelSpec
+    from pipeline.generation.generate import Settings
+    from pipeline.generation.weights import ModelSpec
     from studio.generate_tab import form
 
     base = tmp_path / "base"

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from PIL import Image
 
-from pipeline.weights import ModelSpec, load_generator
+from pipeline.generation.weights import ModelSpec, load_generator
 from train.config import RELEASED_TARGETS, TrainConfig
 from train.trainer import canvas_halves, flow_matching_loss, train
 
@@ -31,7 +31,7 @@ def trained(pairs, tmp_path_factory):
     """A tiny base as wide as a packed latent token (64), trained on the three pairs until it fits them.
     (The embedded default is 32 wide: its patch embedding sees half of each token's 64 channels, so
     half of the velocity is out of its reach whatever is trained; its loss cannot fall below ~1/3.)"""
-    from pipeline.tiny import TinyConfig, save_tiny_model
+    from pipeline.generation.tiny_flux import TinyConfig, save_tiny_model
 
     folder = tmp_path_factory.mktemp("run")
     base = save_tiny_model(folder / "wide-base", TinyConfig(heads=4, head_dim=16))

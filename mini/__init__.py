@@ -1,0 +1,16 @@
+"""The miniature: the whole DSD method, on a CPU, in a world whose identities are known exactly.
+
+A client of the method: it brings its own world (`world`), teacher (`teacher`), attribute judge
+(`judge`) and prompts (`prompts`), runs the project's own wheel, trainer and generator on them
+(`chain`), and is the studio's embedded default model (`embedded`). Nothing in `pipeline/` or
+`train/` imports it.
+"""
+
+from pathlib import Path
+
+# The shipped miniature (light to import: the CLI's defaults need these without loading torch).
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "mini"
+TEACHER, JUDGE, STUDENT = ASSETS / "teacher", ASSETS / "judge", ASSETS / "student"
+PANEL = 64
+GUTTER = 16  # 2 x 64 + 16 = 144: a multiple of 16 whose gutter falls on whole latent tokens
+GRID = 2 * PANEL + GUTTER  # the teacher's 2x2 grids: the wheel's size on the embedded default

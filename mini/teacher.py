@@ -1,0 +1,309 @@
+"""The miniature's teacher: a tiny FLUX-architecture text-to-image model of the world.
+
+The components are those of `pipeline.generation.tiny_flux` (FLUX's classes, narrow), with the world's vocabulary
+for the word-level T5 tokenizer and prompts padded to `TEXT_TOKENS`. Training has two parts:
+
+1. the VAE learns to reconstruct rendered panels, its loss weighted on the subject (8x compression,
+   16 channels, as FLUX's), then its `shift_factor` / `scaling_factor` are set from the latents' statistics;
+2. the transformer learns rectified flow on single panels (captions naming most attributes) and
+   2x2 grids whose prompts are the data wheel's own (`mini.prompts.world_grid_prompt`) and name only
+   some attributes. A share of training grids changes an unnamed attribute in one panel, so the
+   teacher's grids are imperfect the way FLUX's are and curation has work to do.
+
+FLUX's text encoders come pretrained and stay frozen. The miniature's have no pretraining to come
+from, so the teacher's training is their pretraining: they learn with the transformer (CLIP's pooled
+vector steers every block, T5's tokens are attended to), and are frozen from then on, in the wheel
+and in the student's training, as FLUX's are. Every random draw is seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from PIL import Image
+
+from mini.prompts import world_grid_prompt
+from pipeline.wheel.grids import Layout
+from mini import GUTTER, PANEL, world
+from pipeline.generation.tiny_flux import TinyConfig, build_tiny_components
+from pipeline.generation.weights import SAMPLING_FILE
+
+TEXT_TOKENS = 104  # the longest grid prompt of the world is 103 tokens with </s>
+TEACHER_CONFIG = TinyConfig(layers=4, single_layers=4, heads=4, head_dim=32, text_dim=64,
+                            vae_channels=(16, 32, 32, 64), seed=0, words=tuple(world.VOCABULARY),
+                            max_text_tokens=TEXT_TOKENS, rope=(4, 14, 14))
+GUIDANCE = 3.5  # the guidance embedding's input in training; the wheel samples at this scale
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TeacherSettings:
+    """What `train_teacher` does; the defaults made the shipped teacher."""
+    vae_steps: int = 4000
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    steps: int = 4000
+    batch: int = 16
+    lr: float = 1e-3
+    grid_share: float = 0.5  # share of steps that train on 2x2 grids (the rest on single panels)
+    inconsistent: float = 0.2  # share of training grids where one panel changes an unnamed attribute
+    grid_named: float = 0.5  # chance that a grid prompt names each attribute
+    single_named: float = 0.8  # the same for a single panel's caption
+    images: int = 4000  # rendered singles and grids, each; encoded once
+    spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
+    train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
+    caption_dropout: float = 0.1  # share of items trained with the empty prompt, so true guidance has an unconditional
+    true_cfg: float = 4.0  # the true guidance the teacher samples with (its sampling.json), when trained with dropout
+    seed: int = 0
+    save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL images -> (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def panel_prompt(identity: world.Identity, context: world.Context, named=None) -> str:
+    """A single panel's prompt: the subject as named, then scene and light ("a creature, in a city, ...")."""
+    return f"{world.caption(identity, None, named)}, {world.short_context(context)}"
+
+
+def compose(panels: list[Image.Image], gutter: int = GUTTER) -> Image.Image:
+    """Four panels as a 2x2 grid with white gutters (the layout `split_grid` cuts)."""
+    side = panels[0].width
+    grid = Image.new("RGB", (2 * side + gutter, 2 * side + gutter), "white")
+    for index, panel in enumerate(panels):
+        row, column = divmod(index, 2)
+        grid.paste(panel, (column * (side + gutter), row * (side + gutter)))
+    return grid
+
+
+def other_value(rng: np.random.Generator, attribute: str, value: str) -> str:
+    choices = [v for v in world.ATTRIBUTE_VALUES[attribute] if v != value]
+    return str(choices[rng.integers(len(choices))])
+
+
+def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[str, Image.Image, bool]:
+    """(the wheel's prompt text, the grid, every panel the same subject?) for one training grid."""
+    identity = world.sample_identity(rng)
+    named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
+    contexts = world.grid_contexts(rng, 4, settings.spread)
+    prompt = world_grid_prompt(world.caption(identity, None, named), Layout(2, 2), contexts)
+    identities = [identity] * 4
+    unnamed = [attribute for attribute in world.ATTRIBUTES if attribute not in named]
+    consistent = not (unnamed and rng.random() < settings.inconsistent)
+    if not consistent:
+        attribute = unnamed[rng.integers(len(unnamed))]
+        identities[rng.integers(4)] = replace(identity, **{attribute: other_value(rng, attribute, getattr(identity, attribute))})
+    return prompt.text, compose([world.render(i, c, PANEL) for i, c in zip(identities, contexts)]), consistent
+
+
+def training_single(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
+    """(caption, panel), plus the subject's mask when asked."""
+    identity, context = world.sample_identity(rng), world.sample_context(rng, settings.spread)
+    named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.single_named]
+    panel, mask = world.render_with_mask(identity, context, PANEL)
+    return (panel_prompt(identity, context, named), panel) + ((mask,) if with_mask else ())
+
+
+def train_vae(vae, settings: TeacherSettings, log: Log = print) -> dict:
+    """Fit the VAE to rendered panels; returns its final losses.
+
+    The error is weighted 5x on the subject (the renderer knows where it is): identity lives in small
+    details (pattern, trim, accessory) that an unweighted loss gives up for the background. The
+    encoder's log-variance starts at -10, so the posterior is near its mean from the first step."""
+    rng = np.random.default_rng(settings.seed)
+    count = max(settings.vae_batch * 50, settings.images // 2)
+    samples = [training_single(rng, settings, with_mask=True) for _ in range(count)]
+    singles = to_tensor([panel for _, panel, _ in samples])
+    weights = 1 + 4 * torch.from_numpy(np.stack([np.asarray(mask) for _, _, mask in samples])).float()[:, None] / 255
+    del samples
+    torch.manual_seed(settings.seed)
+    with torch.no_grad():
+        vae.encoder.conv_out.bias[vae.config.latent_channels:] = -10.0
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    vae.train()
+    started, recent = time.perf_counter(), []
+    for step in range(settings.vae_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.vae_lr * cosine(step, settings.vae_steps, warmup=50)
+        index = torch.from_numpy(rng.integers(len(singles), size=settings.vae_batch))
+        batch, weight = singles[index], weights[index]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        difference = reconstruction - batch
+        error = ((difference.abs() + 0.5 * difference ** 2) * weight).mean() / weight.mean()
+        loss = error + 1e-4 * (posterior.mean ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent = (recent + [error.item()])[-50:]
+        if step % 100 == 0 or step == settings.vae_steps - 1:
+            log(f"vae step {step + 1}/{settings.vae_steps}: reconstruction {np.mean(recent):.4f} "
+                f"({time.perf_counter() - started:.0f} s)")
+    vae.eval()
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(singles[i:i + 64]).latent_dist.mean for i in range(0, min(len(singles), 1024), 64)])
+        mse = float(((vae.decode(latents[:64]).sample - singles[:64]) ** 2).mean())
+    shift, scale = float(latents.mean()), float(1 / latents.std())
+    vae.register_to_config(shift_factor=round(shift, 4), scaling_factor=round(scale, 4))
+    log(f"vae: shift {shift:.4f}, scale {scale:.4f}, held-in reconstruction MSE {mse:.4f}")
+    return {"vae_reconstruction_mse": round(mse, 5), "vae_shift": shift, "vae_scale": scale}
+
+
+def cosine(step: int, total: int, warmup: int = 100) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+@torch.no_grad()
+def encode_images(pipe, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Packed, scaled latents (B, tokens, 64) of images in [-1, 1], as FLUX's pipeline makes them."""
+    vae, out = pipe.vae, []
+    for start in range(0, len(images), batch):
+        latents = vae.encode(images[start:start + batch]).latent_dist.mean
+        latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        b, c, h, w = latents.shape
+        out.append(pipe._pack_latents(latents, b, c, h, w))
+    return torch.cat(out)
+
+
+def tokenize(pipe, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP and T5 token ids, padded as `FluxPipeline.encode_prompt` pads them."""
+    clip = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer_max_length, truncation=True,
+                          return_tensors="pt").input_ids
+    t5 = pipe.tokenizer_2(texts, padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+                          return_tensors="pt").input_ids
+    return clip, t5
+
+
+def embed(pipe, clip_ids: torch.Tensor, t5_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T5 token embeddings, CLIP pooled vector): what `encode_prompt` returns, with gradients when training."""
+    return pipe.text_encoder_2(t5_ids)[0], pipe.text_encoder(clip_ids).pooler_output
+
+
+def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict:
+    """The rendered, encoded training set: singles and grids, latents and prompt embeddings."""
+    rng = np.random.default_rng(settings.seed + 1)
+    data = {}
+    for kind, make in (("single", lambda: training_single(rng, settings)),
+                       ("grid", lambda: training_grid(rng, settings)[:2])):
+        started = time.perf_counter()
+        items = [make() for _ in range(settings.images)]
+        latents = encode_images(pipe, to_tensor([image for _, image in items]))
+        clip_ids, t5_ids = tokenize(pipe, [text for text, _ in items])
+        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "side": items[0][1].width}
+        log(f"{kind}: {len(items)} rendered and encoded in {time.perf_counter() - started:.0f} s")
+    return data
+
+
+def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_ids, mu: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """FLUX's training loss: logit-normal timesteps shifted by `mu`, velocity `noise - x0`."""
+    size = latents.shape[0]
+    u = torch.sigmoid(torch.randn(size, generator=generator))
+    sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
+    noise = torch.randn(latents.shape, generator=generator)
+    noisy = (1 - sigma[:, None, None]) * latents + sigma[:, None, None] * noise
+    prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompts, pooled_projections=pooled,
+                             timestep=sigma, guidance=torch.full_like(sigma, GUIDANCE), txt_ids=text_ids,
+                             img_ids=image_ids, return_dict=False)[0]
+    return ((prediction - (noise - latents)) ** 2).mean()
+
+
+def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print,
+                      save: Callable[[int], None] | None = None) -> dict:
+    transformer, scheduler = pipe.transformer, pipe.scheduler.config
+    geometry = {}
+    for kind, part in data.items():
+        side = part["side"] // pipe.vae_scale_factor
+        tokens = (side // 2) ** 2
+        geometry[kind] = (pipe._prepare_latent_image_ids(1, side // 2, side // 2, "cpu", torch.float32),
+                          calculate_shift(tokens, scheduler.base_image_seq_len, scheduler.max_image_seq_len,
+                                          scheduler.base_shift, scheduler.max_shift))
+    text_ids = torch.zeros(TEXT_TOKENS, 3)
+    empty = tokenize(pipe, [""])
+    generator = torch.Generator().manual_seed(settings.seed)
+    learners = [transformer] + ([pipe.text_encoder, pipe.text_encoder_2] if settings.train_text else [])
+    parameters = [p for module in learners for p in module.parameters()]
+    for module in learners:
+        module.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.01)
+    started, recent = time.perf_counter(), {"single": [], "grid": []}
+    for step in range(settings.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * cosine(step, settings.steps)
+        kind = "grid" if torch.rand(1, generator=generator).item() < settings.grid_share else "single"
+        part = data[kind]
+        index = torch.randint(len(part["latents"]), (settings.batch,), generator=generator)
+        image_ids, mu = geometry[kind]
+        clip_ids, t5_ids = part["clip_ids"][index], part["t5_ids"][index]
+        dropped = torch.rand(settings.batch, generator=generator) < settings.caption_dropout
+        clip_ids, t5_ids = (torch.where(dropped[:, None], e, ids) for e, ids in zip(empty, (clip_ids, t5_ids)))
+        with torch.set_grad_enabled(settings.train_text):
+            prompts, pooled = embed(pipe, clip_ids, t5_ids)
+        loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
+                                   generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        recent[kind] = (recent[kind] + [loss.item()])[-100:]
+        if save and settings.save_every and (step + 1) % settings.save_every == 0:
+            save(step + 1)
+        if step % 100 == 0 or step == settings.steps - 1:
+            log(f"teacher step {step + 1}/{settings.steps}: loss single {np.mean(recent['single'] or [0]):.4f} "
+                f"grid {np.mean(recent['grid'] or [0]):.4f} ({time.perf_counter() - started:.0f} s)")
+    for module in learners:
+        module.requires_grad_(False).eval()
+    return {f"teacher_loss_{kind}": round(float(np.mean(losses or [0])), 4) for kind, losses in recent.items()}
+
+
+def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSettings(), log: Log = print) -> dict:
+    """Build the tiny FLUX components, train VAE then transformer, save a FLUX-layout folder."""
+    from pipeline.generation.pipeline import DSDPipeline
+
+    folder = Path(folder)
+    torch.manual_seed(settings.seed)
+    pipe = DSDPipeline(**build_tiny_components(TEACHER_CONFIG))
+    started = time.perf_counter()
+    diffusers.utils.logging.set_verbosity_error()  # CLIP truncates grid prompts at 77 tokens, by design: T5 reads them
+    trained_vae = folder / "vae" / "vae.json"
+    if trained_vae.is_file():  # a rerun after the VAE stage (or a transformer-only retrain) keeps the VAE
+        pipe.vae = AutoencoderKL.from_pretrained(str(folder / "vae")).eval()
+        report = json.loads(trained_vae.read_text())
+        log(f"vae: kept the trained VAE in {folder / 'vae'}")
+    else:
+        report = train_vae(pipe.vae, settings, log)
+        pipe.vae.save_pretrained(folder / "vae")
+        trained_vae.write_text(json.dumps(report))
+    if (folder / "transformer" / "config.json").is_file():  # a further round on top of a trained teacher
+        pipe = DSDPipeline.from_pretrained(str(folder))
+        log(f"teacher: continuing from the transformer and text encoders in {folder}")
+    for module in (pipe.vae, pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+        module.requires_grad_(False)
+
+    def save(step: int) -> None:
+        pipe.save_pretrained(folder)
+        (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
+        guidance = {"true_cfg": settings.true_cfg} if settings.caption_dropout > 0 else {}
+        (folder / SAMPLING_FILE).write_text(json.dumps({"width": PANEL, "height": PANEL, "steps": 20} | guidance))
+        log(f"teacher: saved at step {step}")
+
+    report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save)
+    save(settings.steps)
+    report |= {"seconds": round(time.perf_counter() - started), "settings": asdict(settings)}
+    (folder / "training.json").write_text(json.dumps(report, indent=1))
+    return report

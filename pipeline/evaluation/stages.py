@@ -1,0 +1,311 @@
+"""Evaluation: the DreamBench++ protocol (paper section 4, Table 1) on any model, through the store.
+
+An evaluation is one model on one benchmark, by name. Its stages each read the previous one's
+rows and skip finished work, so any of them can be stopped and run again:
+
+- `sample`: one (or K) picture per prompt, at recorded seeds, into `<home>/evals/<id>/samples/`;
+- `judge`: a VLM scores every sample for concept preservation (CP, and the de-biased CP) and
+  prompt following (PF), `runs` independent times (3 by default), one row per sample and run;
+- `metrics`: CLIP-I, CLIP-T and DINO (v1, v2) from local checkpoint folders;
+- `report`: CP, PF and CP*PF overall, per category and per prompt kind (mean and sample std over
+  runs), with coverage; as JSON, CSV or a Markdown table shaped like the paper's Table 1 with its
+  published rows alongside. Every report names its model, benchmark, judge endpoint and templates.
+"""
+
+import csv
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import PIL.Image
+
+from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
+from pipeline.errors import UserInputError
+from pipeline.evaluation.judge import judge_item, load_templates, summarize
+from pipeline.providers import Provider
+from pipeline.store import Store
+
+if TYPE_CHECKING:
+    from pipeline.generation.weights import ModelSpec
+
+# The paper's Table 1 (GPT-4o judge): CP by category and overall, PF by prompt kind and overall, CP*PF;
+# then the de-biased CP overall and the de-biased CP*PF. The paper has no style category and no
+# "style change" PF column.
+PAPER_ROWS = {
+    "Textual Inversion": (0.502, 0.358, 0.305, 0.388, 0.671, 0.437, 0.598, 0.232, 0.722, 0.391),
+    "DreamBooth": (0.640, 0.199, 0.488, 0.442, 0.798, 0.504, 0.692, 0.306, 0.626, 0.411),
+    "DreamBooth LoRA": (0.751, 0.311, 0.543, 0.535, 0.898, 0.754, 0.849, 0.450, 0.720, 0.588),
+    "BLIP-Diffusion": (0.637, 0.557, 0.469, 0.554, 0.581, 0.303, 0.464, 0.257, 0.750, 0.332),
+    "Emu2": (0.670, 0.546, 0.447, 0.554, 0.732, 0.560, 0.670, 0.371, 0.681, 0.424),
+    "IP-Adapter": (0.667, 0.558, 0.504, 0.576, 0.743, 0.446, 0.607, 0.350, 0.766, 0.451),
+    "IP-Adapter+": (0.900, 0.845, 0.759, 0.834, 0.502, 0.279, 0.388, 0.324, 0.504, 0.187),
+    "DSD": (0.647, 0.567, 0.640, 0.631, 0.777, 0.625, 0.726, 0.458, 0.789, 0.597),
+}
+METRICS = ("clip_i", "clip_t", "dino_v1", "dino_v2")
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Who judges: a provider, and how it is named in every result (model and endpoint)."""
+
+    provider: Provider
+    name: str
+    endpoint: str
+
+
+def judge_from_options(url: str | None = None, model: str | None = None, spec: str | None = None) -> Judge:
+    """`--judge-url URL --judge-model NAME` (OpenAI-compatible; key from OPENAI_API_KEY) or `--judge gemini:MODEL`."""
+    from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, make_provider
+
+    if url or model:
+        if not (url and model):
+            raise UserInputError("an OpenAI-compatible judge needs both --judge-url URL and --judge-model NAME")
+        return Judge(OpenAICompatibleProvider(model, base_url=url), model, url)
+    if not spec:
+        raise UserInputError("choose a judge: --judge-url URL --judge-model NAME, or --judge gemini:MODEL")
+    provider = make_provider(spec)
+    if isinstance(provider, GeminiProvider):
+        return Judge(provider, provider.model, provider.base_url or "Gemini API")
+    if isinstance(provider, OpenAICompatibleProvider):
+        return Judge(provider, provider.model, provider.base_url or "OpenAI API")
+    raise UserInputError(f"{spec!r} cannot judge: use an OpenAI-compatible endpoint or gemini:MODEL")
+
+
+def is_local(endpoint: str) -> bool:
+    return urlparse(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+# stages
+
+
+def create_eval(store: Store, name: str, benchmark: str | None = None, base: str | None = None,
+                dsd: str | None = None, run: int | None = None, per_prompt: int = 1, seed: int = 0,
+                size: int = 512, steps: int = 28) -> int:
+    """The evaluation `name` (made on first use; the same name with other settings is refused). `run` is
+    the training run whose weights `base` and `dsd` are, recorded for the report."""
+    folder = str(Path(benchmark).expanduser().resolve()) if benchmark else str(BUILTIN)
+    fingerprint = load_benchmark(folder).fingerprint
+    model = {"base": base or None, "dsd": dsd or None, "run": run}
+    settings = {"benchmark": folder, "fingerprint": fingerprint, "model": model, "per_prompt": per_prompt,
+                "seed": seed, "size": size, "steps": steps}
+    if per_prompt < 1 or steps < 1:
+        raise UserInputError("per_prompt and steps must be at least 1")
+    known = store.rows("evals", "name = ?", [name])
+    if known:
+        changed = [key for key, value in settings.items() if known[0][key] != value]
+        if changed:
+            raise UserInputError(f"evaluation {name!r} exists with other {', '.join(changed)}: pick another name")
+        return known[0]["id"]
+    return store.insert("evals", {"name": name, **settings})
+
+
+def get_eval(store: Store, eval_id) -> dict:
+    found = store.rows("evals", "id = ? or name = ?", [str(eval_id), str(eval_id)])
+    if not found:
+        raise UserInputError(f"no evaluation {eval_id!r}: `dsd eval sample --name NAME` makes one")
+    return found[0]
+
+
+def recorded_model(evaluation: dict) -> "ModelSpec":
+    """The model an evaluation names (its base may be blank: the caller's default model)."""
+    from pipeline.generation.weights import ModelSpec  # torch: only when samples are drawn
+
+    return ModelSpec(base=evaluation["model"]["base"], dsd=evaluation["model"]["dsd"])
+
+
+def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = "auto",
+                 on_progress: Callable[[int, int], None] | None = None, model: "ModelSpec | None" = None) -> int:
+    """Generate the samples not made yet (at most `limit`); returns how many were made. `model` is the
+    evaluation's recorded model with its blanks filled by the caller (default: as recorded)."""
+    from pipeline.generation.generate import MODELS
+
+    evaluation = get_eval(store, eval_id)
+    items = load_benchmark(evaluation["benchmark"]).items()
+    done = {(row["item_id"], row["k"]) for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
+    todo = [(item, k) for item in items for k in range(evaluation["per_prompt"]) if (item.id, k) not in done]
+    todo = todo[:limit] if limit is not None else todo
+    if not todo:
+        return 0
+    pipe = MODELS.get(model or recorded_model(evaluation), memory)
+    folder = store.home / "evals" / str(evaluation["id"]) / "samples"
+    import torch
+
+    for count, (item, k) in enumerate(todo, 1):
+        seed = evaluation["seed"] + k
+        image = pipe(item.reference, item.prompt, height=evaluation["size"], width=evaluation["size"],
+                     num_inference_steps=evaluation["steps"], generator=torch.Generator().manual_seed(seed)).images[0]
+        path = folder / item.subject_id / f"{item.prompt_index}-{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path.with_suffix(".tmp.png"))
+        path.with_suffix(".tmp.png").rename(path)
+        store.add("eval_samples", [{"eval_id": evaluation["id"], "item_id": item.id, "k": k, "subject_id": item.subject_id,
+                                    "category": item.category, "kind": item.kind, "prompt": item.prompt,
+                                    "reference": str(item.reference), "path": str(path), "seed": seed}])
+        if on_progress:
+            on_progress(count, len(todo))
+    return len(todo)
+
+
+def judge_samples(store: Store, eval_id, judge: Judge, runs: int = 3, templates: str | None = None, concurrency: int = 4,
+          on_progress: Callable[[int, int], None] | None = None) -> int:
+    """Score every sample `runs` times (skipping what this judge and these templates scored already);
+    returns how many judgements were added. Failures are recorded as such, never as scores."""
+    if runs < 1 or concurrency < 1:
+        raise UserInputError("runs and concurrency must be at least 1")
+    evaluation = get_eval(store, eval_id)
+    template_set = load_templates(templates)
+    samples = store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])
+    if not samples:
+        raise UserInputError(f"evaluation {evaluation['name']!r} has no samples yet: run `dsd eval sample` first")
+    scored = {(row["item_id"], row["k"], row["run"]) for row in store.rows(
+        "eval_judgements", "eval_id = ? and judge = ? and templates_hash = ? and cp is not null and pf is not null",
+        [evaluation["id"], judge.name, template_set.templates_hash])}
+    # Runs one after another: the protocol's runs are independent repetitions of the whole set.
+    todo = [(run, row) for run in range(runs) for row in samples if (row["item_id"], row["k"], run) not in scored]
+
+    def one(task):
+        run, row = task
+        with PIL.Image.open(row["reference"]) as reference, PIL.Image.open(row["path"]) as generated:
+            result = judge_item(judge.provider, template_set, reference=reference.convert("RGB"),
+                                generated=generated.convert("RGB"), prompt=row["prompt"], category=row["category"])
+        return run, row, result
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval-judge") as pool:
+        for count, (run, row, result) in enumerate(pool.map(one, todo), 1):
+            store.delete_where("eval_judgements", "eval_id = ? and item_id = ? and k = ? and run = ? and judge = ? "
+                               "and templates_hash = ?", [evaluation["id"], row["item_id"], row["k"], run, judge.name,
+                                                          template_set.templates_hash])
+            store.add("eval_judgements", [{
+                "eval_id": evaluation["id"], "item_id": row["item_id"], "k": row["k"], "run": run,
+                "cp": result.cp, "pf": result.pf, "cp_debiased": result.cp_debiased, "judge": judge.name,
+                "endpoint": judge.endpoint, "templates_hash": template_set.templates_hash,
+                "templates_source": template_set.source, "replies": result.replies, "errors": result.errors}])
+            if on_progress:
+                on_progress(count, len(todo))
+    return len(todo)
+
+
+def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | None = None, dinov2: str | None = None,
+            batch_size: int = 16) -> int:
+    """CLIP-I and CLIP-T (`clip` folder), DINO v1 (`dino`) and v2 (`dinov2`) for every sample; returns rows added."""
+    from pipeline.evaluation.features import CLIPMetrics, DINOMetric
+
+    evaluation = get_eval(store, eval_id)
+    samples = store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])
+    if not (clip or dino or dinov2):
+        raise UserInputError("give at least one of --clip, --dino, --dinov2 (local checkpoint folders)")
+    pictures = [(PIL.Image.open(row["reference"]).convert("RGB"), PIL.Image.open(row["path"]).convert("RGB"))
+                for row in samples]
+    scores = {}
+    if clip:
+        model = CLIPMetrics(clip)
+        scores["clip_i"] = model.image_scores(pictures, batch_size)
+        scores["clip_t"] = model.text_scores([row["prompt"] for row in samples], [g for _, g in pictures], batch_size)
+    for name, folder, version in (("dino_v1", dino, "v1"), ("dino_v2", dinov2, "v2")):
+        if folder:
+            scores[name] = DINOMetric(folder, version).pair_scores(pictures, batch_size)
+    rows = [{"eval_id": evaluation["id"], "item_id": row["item_id"], "k": row["k"], "metric": name, "value": values[i]}
+            for name, values in scores.items() for i, row in enumerate(samples)]
+    for name in scores:
+        store.delete_where("eval_metrics", "eval_id = ? and metric = ?", [evaluation["id"], name])
+    return store.add("eval_metrics", rows)
+
+
+# reports
+
+
+def judge_records(store: Store, evaluation: dict, judge_name: str | None = None) -> tuple[list[dict], dict]:
+    """The judgements of one judge (default: the newest used) as `summarize` records, and their provenance."""
+    rows = store.rows("eval_judgements", "eval_id = ?", [evaluation["id"]], order_by="id")
+    if judge_name:
+        rows = [row for row in rows if row["judge"] == judge_name]
+    if not rows:
+        raise UserInputError(f"evaluation {evaluation['name']!r} has no judgements"
+                             + (f" by {judge_name}" if judge_name else "") + ": run `dsd eval judge` first")
+    newest = rows[-1]
+    rows = [row for row in rows if (row["judge"], row["templates_hash"]) == (newest["judge"], newest["templates_hash"])]
+    samples = {(row["item_id"], row["k"]): row for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
+    records = [{"item_id": f"{row['item_id']}~{row['k']}", "run": row["run"], "cp": row["cp"], "pf": row["pf"],
+                "category": samples[row["item_id"], row["k"]]["category"], "kind": samples[row["item_id"], row["k"]]["kind"]}
+               for row in rows]
+    provenance = {"judge": newest["judge"], "endpoint": newest["endpoint"], "templates": newest["templates_source"],
+                  "templates_hash": newest["templates_hash"][:12], "local_endpoint": is_local(newest["endpoint"])}
+    return records, provenance
+
+
+def report(store: Store, eval_id, runs: int | None = None, judge_name: str | None = None,
+           allow_partial: bool = False) -> dict:
+    """The evaluation's figures as JSON: cp, pf, cp_pf, coverage, by_category, by_kind, debiased CP, the
+    feature metrics, and the provenance (model, benchmark, judge endpoint, templates)."""
+    evaluation = get_eval(store, eval_id)
+    benchmark = load_benchmark(evaluation["benchmark"])
+    expected = len(benchmark.items()) * evaluation["per_prompt"]
+    records, provenance = judge_records(store, evaluation, judge_name)
+    runs = runs or len({record["run"] for record in records})  # default: the runs that were judged
+    summary = summarize(records, runs, expected, allow_partial=allow_partial).to_json()
+    debiased = [row["cp_debiased"] / 4 for row in store.rows(
+        "eval_judgements", "eval_id = ? and judge = ? and templates_hash like ? and cp_debiased is not null",
+        [evaluation["id"], provenance["judge"], provenance["templates_hash"] + "%"])]
+    features = {}
+    for name in METRICS:
+        values = [row["value"] for row in store.rows("eval_metrics", "eval_id = ? and metric = ?", [evaluation["id"], name])]
+        if values:
+            features[name] = sum(values) / len(values)
+    return {**summary, "cp_debiased": sum(debiased) / len(debiased) if debiased else None, "metrics": features,
+            "provenance": {"evaluation": evaluation["name"], "model": evaluation["model"],
+                           "benchmark": evaluation["benchmark"], "benchmark_fingerprint": evaluation["fingerprint"][:12],
+                           "fingerprint_matches": benchmark.fingerprint == evaluation["fingerprint"], **provenance}}
+
+
+def describe_judge(provenance: dict) -> str:
+    where = provenance["endpoint"] + (" (a local endpoint: not a published judge)" if provenance["local_endpoint"] else "")
+    return f"judge {provenance['judge']} at {where}, templates {provenance['templates']} {provenance['templates_hash']}"
+
+
+def markdown_table(result: dict) -> str:
+    """Our row beside the paper's published rows, in the shape of its Table 1."""
+    prov = result["provenance"]
+
+    def mean(figure):
+        return f"{figure['mean']:.3f}" if figure and figure.get("mean") is not None else "–"
+
+    by_cat, by_kind = result["by_category"], result["by_kind"]
+    ours = ([mean(by_cat.get(c, {}).get("cp")) for c in ("animal", "human", "object")] + [mean(result["cp"])]
+            + [mean(by_kind.get(k, {}).get("pf")) for k in ("photorealistic", "imaginative")] + [mean(result["pf"])]
+            + [mean(result["cp_pf"]),
+               f"{result['cp_debiased']:.3f}" if result["cp_debiased"] is not None else "–",
+               f"{result['cp_debiased'] * result['pf']['mean']:.3f}" if result["cp_debiased"] is not None else "–"])
+    header = ("| method | CP animal | CP human | CP object | CP | PF real. | PF imag. | PF | CP·PF "
+              "| de-biased CP | de-biased CP·PF |")
+    lines = [
+        f"Evaluation {prov['evaluation']!r}: model {json.dumps(prov['model'])}, benchmark {prov['benchmark']} "
+        f"({prov['benchmark_fingerprint']}), {describe_judge(prov)}; {result['runs']} run(s), coverage "
+        f"{result['coverage']['scored']}/{result['coverage']['expected']}" + (" (PARTIAL)" if result["partial"] else ""),
+        "", header, "|---" + "|---:" * 10 + "|",
+        f"| **{prov['evaluation']}** ({prov['judge']}{', local endpoint' if prov['local_endpoint'] else ''}) | "
+        + " | ".join(ours) + " |",
+    ]
+    lines += [f"| {name} (paper, GPT-4o) | " + " | ".join(f"{value:.3f}" for value in values) + " |"
+              for name, values in PAPER_ROWS.items()]
+    return "\n".join(lines)
+
+
+def write_csv(store: Store, eval_id, out: str | Path) -> int:
+    """Every judgement with its sample (one row per sample and run); returns the rows written."""
+    evaluation = get_eval(store, eval_id)
+    samples = {(row["item_id"], row["k"]): row for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
+    rows = store.rows("eval_judgements", "eval_id = ?", [evaluation["id"]], order_by="id")
+    columns = ("item_id", "k", "run", "category", "kind", "prompt", "cp", "pf", "cp_debiased", "judge", "endpoint",
+               "templates_hash", "path")
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            merged = {**samples[row["item_id"], row["k"]], **row}
+            writer.writerow([merged[column] for column in columns])
+    return len(rows)
+

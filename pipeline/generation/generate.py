@@ -1,0 +1,252 @@
+"""`generate`: the one function behind the Generate tab, the `dsd generate` command and the tests.
+
+It validates the request, loads (and caches) the model, runs the generator, writes PNGs that carry
+their parameters, and records the generation in the store.
+"""
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from pipeline.errors import UserInputError
+from pipeline.images import check_panel_size, load_image, png_with_metadata
+from pipeline.generation.modes import MEMORY_MODES, get_mode
+from pipeline.store import DEFAULT_HOME, Store, data_home
+from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
+
+log = logging.getLogger(__name__)
+MAX_IMAGES = 16
+LICENCE_NOTE = (
+    "FLUX.1-dev and the DSD weights are under the FLUX.1 [dev] Non-Commercial License: "
+    "outputs are for non-commercial use unless you hold a commercial licence."
+)
+
+
+@dataclass
+class Settings:
+    """Where state lives and which model runs; flags override the environment, which overrides defaults."""
+
+    home: Path = Path(DEFAULT_HOME)
+    model: ModelSpec = ModelSpec()
+    memory: str = "auto"
+    enhancer: str | None = None  # provider spec, e.g. "openai:gpt-4o-mini"; None: enhancement off
+    mode_loras: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        env = os.environ.get
+        settings = cls(
+            home=data_home(),
+            model=ModelSpec(base=env("DSD_BASE"), dsd=env("DSD_WEIGHTS"), lora=env("DSD_LORA"), dtype=env("DSD_DTYPE") or "auto"),
+            memory=env("DSD_MEMORY") or "auto",
+            enhancer=env("DSD_ENHANCER"),
+            mode_loras={mode: env(f"DSD_LORA_{mode.upper()}") for mode in ("identity", "relight", "instruct") if env(f"DSD_LORA_{mode.upper()}")},
+        )
+        return replace(settings, **{key: value for key, value in overrides.items() if value is not None})
+
+
+@dataclass
+class GenerateRequest:
+    image: str | Path | bytes | PIL.Image.Image
+    prompt: str
+    mode: str = "identity"
+    width: int | None = None  # None: the model's own (`weights.sampling_defaults`: 512 for FLUX, 64 for the miniature)
+    height: int | None = None
+    steps: int | None = None
+    seed: int | None = None  # None: a random seed, recorded
+    num_images: int = 1
+    guidance: float = 3.5
+    image_guidance: float | None = None  # None: the mode's default
+    text_guidance: float | None = None
+    fit: str = "crop"
+    keep_reconstruction: bool = False
+    enhance: bool = False
+
+
+@dataclass
+class GenerateResult:
+    id: int
+    images: list[PIL.Image.Image]
+    paths: list[Path]
+    seeds: list[int]
+    prompt_used: str
+    reconstructions: list[PIL.Image.Image]
+    timings: dict[str, float]
+    notices: list[str]
+
+
+def resolve_memory_mode(memory: str) -> str:
+    if memory not in MEMORY_MODES:
+        raise UserInputError(f"unknown memory mode {memory!r}: use one of {', '.join(MEMORY_MODES)}")
+    has_gpu = torch.cuda.is_available()
+    if memory == "auto":
+        return "gpu" if has_gpu else "cpu"
+    if memory != "cpu" and not has_gpu:
+        raise UserInputError(f"memory mode {memory} needs a CUDA GPU and none is visible: use cpu (or auto)")
+    return memory
+
+
+class ModelCache:
+    """Keeps the last loaded generator; loading FLUX takes minutes, so it is reused across requests."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key, self._pipe = None, None
+
+    def get(self, spec: ModelSpec, memory: str):
+        memory = resolve_memory_mode(memory)
+        with self._lock:
+            if self._key != (spec, memory):
+                # Forget the old model before loading the next: frees its memory, and a failed load
+                # must not leave the old key pointing at no model.
+                self._key, self._pipe = None, None
+                pipe = load_generator(spec, device="cpu" if memory == "cpu" else "cuda")
+                log.info("loaded %s: %s", spec.describe(), pipe.load_report.summary())
+                {"gpu": lambda: pipe.to("cuda"), "model_offload": pipe.enable_model_cpu_offload,
+                 "sequential_offload": pipe.enable_sequential_cpu_offload, "cpu": lambda: None}[memory]()
+                self._key, self._pipe = (spec, memory), pipe
+            return self._pipe
+
+    def stop(self) -> bool:
+        """Ask the running generation to stop after its current step. False when no model is loaded."""
+        pipe = self._pipe
+        if pipe is not None:
+            pipe.interrupt_run()
+        return pipe is not None
+
+
+MODELS = ModelCache()
+
+
+def with_model_defaults(request: GenerateRequest, spec: ModelSpec) -> GenerateRequest:
+    """The request with the size and steps it leaves open filled in from the model's defaults."""
+    defaults = sampling_defaults(spec)
+    return replace(request, **{key: defaults[key] for key in ("width", "height", "steps") if getattr(request, key) is None})
+
+
+def check_request(request: GenerateRequest) -> None:
+    get_mode(request.mode)
+    check_panel_size(request.width, request.height)
+    if not request.prompt or not request.prompt.strip():
+        raise UserInputError("the prompt is empty: describe the new picture (identity), the light (relight) or the edit (instruct)")
+    if not 1 <= request.num_images <= MAX_IMAGES:
+        raise UserInputError(f"number of images must be between 1 and {MAX_IMAGES}, got {request.num_images}")
+    if not 1 <= request.steps <= 200:
+        raise UserInputError(f"steps must be between 1 and 200, got {request.steps}")
+    if request.seed is not None and not 0 <= request.seed < 2**63 - MAX_IMAGES:
+        raise UserInputError(f"seed must be a non-negative integer below 2^63, got {request.seed}")
+
+
+def prompt_notices(pipe, prompt: str) -> list[str]:
+    """Say so when the text encoder will not read the whole prompt."""
+    limit = pipe.tokenizer_2.model_max_length
+    tokens = len(pipe.tokenizer_2(prompt).input_ids)
+    if tokens > limit:
+        return [f"the prompt is {tokens} tokens; the text encoder reads the first {limit}, the rest was cut"]
+    return []
+
+
+def enhance(settings: Settings, request: GenerateRequest, reference, prompt: str, notices: list[str]) -> str:
+    if not request.enhance:
+        return prompt
+    if not settings.enhancer:
+        notices.append("prompt enhancement is off: set DSD_ENHANCER (e.g. openai:gpt-4o-mini) to use it")
+        return prompt
+    from pipeline.providers import enhance_prompt, make_provider
+
+    return enhance_prompt(make_provider(settings.enhancer), prompt, image=reference, mode=request.mode)
+
+
+def save_reference(store: Store, image: PIL.Image.Image) -> Path:
+    """Keep the (normalised) reference once per content, so history rows can show it."""
+    digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+    path = store.home / "references" / f"{digest}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    return path
+
+
+def output_paths(store: Store, out: Path | None, count: int) -> list[Path]:
+    """`OUT.png, OUT-1.png, ...` when the caller names the file; dated files in the data folder otherwise."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = store.home / "outputs" / time.strftime("%Y-%m-%d") / f"{stamp}-{secrets.token_hex(3)}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return [out if k == 0 else out.with_name(f"{out.stem}-{k}{out.suffix or '.png'}") for k in range(count)]
+
+
+def reconstruction_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.reconstruction.png")
+
+
+def generate(
+    request: GenerateRequest,
+    settings: Settings,
+    out: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateResult:
+    """Validate, generate, save and record one request. Bad input raises `UserInputError`."""
+    spec = settings.model
+    if request.mode in settings.mode_loras:
+        spec = replace(spec, lora=settings.mode_loras[request.mode])
+    request = with_model_defaults(request, spec)
+    check_request(request)
+    started = time.perf_counter()
+    mode = get_mode(request.mode)
+    reference = load_image(request.image)
+    store = Store(settings.home)
+    pipe = MODELS.get(spec, settings.memory)
+    load_s = time.perf_counter() - started
+
+    notices = []
+    prompt_used = mode.prompt(enhance(settings, request, reference, request.prompt, notices))
+    notices += prompt_notices(pipe, prompt_used)
+    seed = secrets.randbelow(2**31) if request.seed is None else request.seed
+    seeds = [seed + k for k in range(request.num_images)]
+    image_guidance = mode.image_guidance if request.image_guidance is None else request.image_guidance
+    text_guidance = mode.text_guidance if request.text_guidance is None else request.text_guidance
+    params = {
+        "mode": request.mode, "width": request.width, "height": request.height, "steps": request.steps,
+        "guidance": request.guidance, "image_guidance": image_guidance, "text_guidance": text_guidance,
+        "fit": request.fit, "seeds": seeds, "memory": settings.memory, "dtype": spec.dtype,
+    }
+    record = dict(
+        mode=request.mode, prompt=request.prompt, prompt_used=prompt_used, model=spec.describe(),
+        params=params, seed=seed, num_images=request.num_images,
+        reference_path=str(save_reference(store, reference)), notices=notices,
+    )
+    try:
+        output = pipe(
+            reference, prompt_used, height=request.height, width=request.width,
+            num_inference_steps=request.steps, guidance_scale=request.guidance,
+            image_guidance_scale=image_guidance, text_guidance_scale=text_guidance,
+            num_images_per_prompt=request.num_images,
+            generator=[torch.Generator().manual_seed(s) for s in seeds], fit=request.fit,
+            return_reconstruction=request.keep_reconstruction, callback_on_step_end=progress,
+        )
+    except torch.cuda.OutOfMemoryError:
+        store.record_generation(**record, status="error", error="out of GPU memory")
+        raise UserInputError("out of GPU memory: pick model_offload or sequential_offload, or a smaller size") from None
+
+    if output.steps_done < request.steps:
+        notices.append(f"stopped by the user after {output.steps_done} of {request.steps} steps: the pictures are unfinished")
+    paths = output_paths(store, out, request.num_images)
+    for image, path, image_seed in zip(output.images, paths, seeds):
+        metadata = {"prompt": request.prompt, "prompt_used": prompt_used, "seed": image_seed, "model": spec.describe(), **params}
+        path.write_bytes(png_with_metadata(image, metadata))
+    reconstructions = output.reconstructions or []
+    for recon, path in zip(reconstructions, paths):
+        recon.save(reconstruction_path(path))
+    timings = {"load_s": load_s, **output.timings, "total_s": time.perf_counter() - started}
+    record_id = store.record_generation(**record, output_paths=[str(p) for p in paths], timings=timings, status="ok")
+    return GenerateResult(record_id, output.images, paths, seeds, prompt_used, reconstructions, timings, notices)

@@ -1,0 +1,59 @@
+"""What the studio and the command line fill in before the method runs: the edge's choices.
+
+The method (`pipeline/`, `train/`) takes ready objects and named folders. A user who names no model,
+teacher, judge or prompt writer gets the studio's defaults, chosen here: the embedded miniature, its
+teacher at its own grid size, and prompt templates that know the miniature's world. A `mini:FOLDER`
+judge is the miniature's attribute judge; any other spec is a provider's (`pipeline.providers`).
+"""
+
+from pathlib import Path
+
+from mini import TEACHER
+from mini.embedded import GRID_SIZE, TEACHER_NAME, with_embedded
+from pipeline.generation.weights import ModelSpec
+
+MINI_JUDGE = "mini:"
+DEFAULT_BASE = str(TEACHER)  # what a run without a base fine-tunes, and the base of one recorded without
+FLUX_GRID = (1024, 1024)
+
+
+def resolve_model(spec: ModelSpec) -> ModelSpec:
+    """The model a generation, evaluation or training run uses: blanks are the embedded miniature."""
+    return with_embedded(spec)
+
+
+def resolve_config(config):
+    """A training config whose blank base is the embedded model's (the miniature's teacher)."""
+    from dataclasses import replace
+
+    return config if config.base else replace(config, base=DEFAULT_BASE)
+
+
+def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[str, tuple[int, int], str | None]:
+    """(teacher folder or hub id, grid size, the name grids record) for the grid stage."""
+    if teacher:
+        return teacher, size or FLUX_GRID, None
+    return str(TEACHER), size or GRID_SIZE, TEACHER_NAME
+
+
+def resolve_judge(spec: str | None):
+    """The curator of `--judge`: the offline stand-in (None), the miniature's judge, or a VLM."""
+    from pipeline.wheel.curation import make_judge
+
+    if spec and spec.startswith(MINI_JUDGE):
+        from mini.judge import MiniJudge
+
+        return MiniJudge.from_pretrained(Path(spec.removeprefix(MINI_JUDGE).strip()))
+    return make_judge(spec)
+
+
+def resolve_writer(spec: str | None):
+    """The prompt writer of `--writer`: an LLM's, or offline templates that know the miniature's world."""
+    from mini.prompts import WorldPromptWriter
+    from pipeline.providers import OfflineProvider, make_provider
+    from pipeline.wheel.prompts import make_prompt_writer
+
+    provider = make_provider(spec) if spec else None
+    if provider is None or isinstance(provider, OfflineProvider):
+        return WorldPromptWriter()
+    return make_prompt_writer(provider)

@@ -1,0 +1,119 @@
+"""The miniature: its training data, judge and prompts, and the whole chain (teacher, judge,
+the project's wheel and trainer, report) in a quick run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import UserInputError
+from mini import GRID, world
+from mini.teacher import TeacherSettings, training_grid
+
+ROOT = Path(__file__).resolve().parents[3]
+SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
+
+
+def dsd(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_training_grids_are_seeded_and_some_are_deliberately_inconsistent():
+    settings = TeacherSettings(inconsistent=0.5)
+    first = [training_grid(np.random.default_rng(3), settings) for _ in range(1)][0]
+    again = training_grid(np.random.default_rng(3), settings)
+    assert first[0] == again[0] and first[1].tobytes() == again[1].tobytes()
+    assert first[1].size == (GRID, GRID)
+    rng = np.random.default_rng(0)
+    grids = [training_grid(rng, settings) for _ in range(40)]
+    assert 5 < sum(not consistent for _, _, consistent in grids) < 35
+    assert all(text.startswith("A grid of 4 panels") and text.count("Panel ") == 4 for text, _, _ in grids)
+
+
+def test_the_wheels_prompt_writer_writes_world_prompts_for_world_captions():
+    from mini.prompts import WorldPromptWriter
+
+    prompt = WorldPromptWriter()("a green dotted star wearing a crown")
+    assert prompt.subject == "green dotted star wearing a crown"
+    assert all(set(world.caption_words(p.lower())) <= set(world.VOCABULARY) for p in prompt.panels)
+    assert world.parse_subject(prompt.subject) == {"shape": "star", "body": "green", "pattern": "dots",
+                                                   "accessory": "crown"}
+    assert WorldPromptWriter()("a photo of a dog").panels[0].startswith("the dog")
+
+
+def test_judge_learns_to_read_the_world_from_rendered_panels():
+    from mini.judge import HEADS, read_attributes, train_judge
+
+    model = train_judge(count=384, steps=120, batch=32, log=lambda message: None)
+    rng = np.random.default_rng(5)
+    items = [(world.sample_identity(rng), world.sample_context(rng)) for _ in range(64)]
+    readings = read_attributes(model, [world.render(identity, context) for identity, context in items])
+    scene = np.mean([reading["scene"] == context.scene for reading, (_, context) in zip(readings, items)])
+    assert scene >= 0.8  # the easiest head; chance is 1/6
+    assert set(readings[0]) == set(HEADS) | {f"{name}_p" for name in HEADS}
+
+
+def test_shipped_judge_tells_held_out_subjects_apart_as_its_report_says():
+    from mini import JUDGE
+    from mini.chain import judge_accuracy
+    from mini.judge import AttributeJudge
+
+    measured = judge_accuracy(AttributeJudge.from_pretrained(str(JUDGE)).eval())
+    shipped = json.loads((JUDGE / "report.json").read_text())
+    assert measured["pairs"] == shipped["pairs"] == 1000
+    assert abs(measured["accuracy"] - shipped["accuracy"]) <= 0.005  # CPU kernels may flip a borderline pair
+    assert measured["accuracy"] >= 0.95
+
+
+def test_cli_missing_models_is_one_line_exit_2(tmp_path):
+    result = dsd("mini", "wheel", "--teacher", str(tmp_path / "none"), "--judge", str(tmp_path / "none"),
+                 "--home", str(tmp_path / "wheel"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no teacher at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_quick_chain_runs_every_stage_through_the_projects_wheel_and_trainer(tmp_path):
+    result = dsd("mini", "chain", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("{\n"):])
+    assert set(report["stage_seconds"]) == {"train-teacher", "train-judge", "wheel", "train-student-uncurated",
+                                            "train-student-curated", "report"}
+    for path in ("teacher/transformer", "teacher/vae", "judge/config.json", "wheel/dsd.sqlite",
+                 "wheel/uncurated.parquet", "student/uncurated/pytorch_lora_weights.safetensors"):
+        assert (tmp_path / path).exists(), path
+    wheel = json.loads((tmp_path / "wheel" / "wheel.json").read_text())
+    assert wheel["grids"] == 4 and wheel["exported"]["uncurated"] == min(wheel["exported"]["curated"], wheel["pairs"])
+
+
+def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continues(tmp_path):
+    """The miniature's encoders have no pretraining: they learn with the teacher, then load from its folder."""
+    import torch
+
+    from pipeline.generation.pipeline import DSDPipeline
+    from mini.teacher import TEACHER_CONFIG, train_teacher
+    from pipeline.generation.tiny_flux import build_tiny_components
+
+    settings = TeacherSettings(vae_steps=3, steps=6, images=32, batch=4)
+    first = train_teacher(tmp_path, settings, log=lambda _: None)
+    trained = DSDPipeline.from_pretrained(tmp_path)
+    fresh = build_tiny_components(TEACHER_CONFIG)
+    for name in ("text_encoder", "text_encoder_2", "transformer"):
+        before, after = fresh[name].state_dict(), getattr(trained, name).state_dict()
+        assert any(not torch.equal(before[key], after[key]) for key in before), name
+    assert trained.transformer.config.axes_dims_rope == [4, 14, 14] or trained.transformer.config.axes_dims_rope == (4, 14, 14)
+    assert first["settings"]["train_text"] and first["vae_reconstruction_mse"] > 0
+    from pipeline.wheel.teacher import load_teacher
+
+    assert load_teacher(str(tmp_path)).true_cfg == settings.true_cfg > 1  # trained with caption dropout
+
+    vae_weights = (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    logs = []
+    train_teacher(tmp_path, settings, log=logs.append)
+    assert any("continuing from" in line for line in logs)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_weights
+    again = DSDPipeline.from_pretrained(tmp_path)
+    assert not torch.equal(again.text_encoder_2.shared.weight, fresh["text_encoder_2"].shared.weight)
