@@ -136,7 +136,7 @@ def strict_check(store, judge: str | Path) -> dict:
     curation threw away is measured by the named attributes alone, among accepted and rejected pairs.
     """
     model = AttributeJudge.from_pretrained(str(judge)).eval()
-    pairs = store.pair_pictures("verdicts.status = 'ok'")
+    pairs = store.judged_pairs()
     paths = sorted({pair[key] for pair in pairs for key in ("reference_path", "target_path")})
     images = []
     for path in paths:

@@ -72,7 +72,7 @@ def request_stop(store: Store, job_id: int) -> None:
 def reconcile(store: Store, now: float | None = None) -> None:
     """Make "running" rows true: finished processes reaped, dead ones failed, ignored stops escalated."""
     now = time.time() if now is None else now
-    for job in store.rows("jobs", "status = 'running'"):
+    for job in store.jobs(running=True):
         if not job["pid"]:
             continue
         if not _alive(job["pid"]):

@@ -123,8 +123,8 @@ def results_view(store: Store, name) -> tuple:
     if not (name or "").strip():
         return [], "Pick an evaluation.", *empty[2:]
     found = evaluation.get_eval(store, name)
-    if not store.count("eval_judgements", "eval_id = ?", [found["id"]]):
-        samples = store.count("eval_samples", "eval_id = ?", [found["id"]])
+    if not store.count_judgements(found["id"]):
+        samples = store.count_eval_samples(found["id"])
         return [], f"Evaluation **{found['name']}** ({samples} samples) {NO_JUDGEMENTS}", *empty[2:]
     result = evaluation.report(store, found["id"], allow_partial=True)
     return figure_rows(result), provenance_text(result), evaluation.markdown_table(result), category_frame(result)
@@ -140,13 +140,12 @@ def sample_view(store: Store, name, index) -> tuple:
     if not (name or "").strip():
         return 0, None, None, "Pick an evaluation.", []
     found = evaluation.get_eval(store, name)
-    samples = store.rows("eval_samples", "eval_id = ?", [found["id"]], order_by="id")
+    samples = store.eval_samples(found["id"])
     if not samples:
         return 0, None, None, f"Evaluation **{found['name']}** has no samples yet: run **Sample** first.", []
     index = min(max(int(index or 0), 0), len(samples) - 1)
     sample = samples[index]
-    judged = store.rows("eval_judgements", "eval_id = ? and item_id = ? and k = ?",
-                        [found["id"], sample["item_id"], sample["k"]], order_by="id")
+    judged = store.eval_judgements(found["id"], sample["item_id"], sample["k"])
     scores = [[row["run"], row["judge"], row["cp"], row["pf"], reasoning(row["replies"], "cp"),
                reasoning(row["replies"], "pf")] for row in judged]
     caption = (f"**{index + 1} of {len(samples)}** · {sample['item_id']} ({sample['category']}, {sample['kind']}), "
@@ -301,7 +300,7 @@ def wire_results(store: Store, p: SimpleNamespace, s: SimpleNamespace, timer: gr
     def eval_names() -> list[str]:
         """The evaluations' names, newest first."""
         with shown_as_gr_error("reading the evaluations"):
-            return [row["name"] for row in store.rows("evals", order_by="id desc")]
+            return store.eval_names()
 
     def refresh_pickers(shown):
         names = eval_names()

@@ -153,12 +153,12 @@ def run_rows(store: Store) -> list[list]:
 
 def loss_frame(store: Store, run_id: int) -> pd.DataFrame | None:
     """The run's losses, one row per (step, series), thinned to about PLOT_POINTS steps; None before the first."""
-    count = store.count("run_metrics", "run_id = ?", [run_id])
+    count = store.count_metrics(run_id)
     stride = max(1, math.ceil(count / PLOT_POINTS))
-    rows = store.rows("run_metrics", "run_id = ? and step % ? = 0", [run_id, stride], order_by="step")
-    newest = store.rows("run_metrics", "run_id = ?", [run_id], order_by="step desc", limit=1)
-    if newest and (not rows or rows[-1]["step"] != newest[0]["step"]):
-        rows += newest
+    rows = store.run_metrics(run_id, stride)
+    newest = store.last_metric(run_id)
+    if newest and (not rows or rows[-1]["step"] != newest["step"]):
+        rows.append(newest)
     if not rows:
         return None
     return pd.DataFrame([(row["step"], row[series], series) for row in rows for series in LOSSES
@@ -205,7 +205,7 @@ def wrapped(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> list[str]
 
 def samples_picture(store: Store, run_id: int) -> str | None:
     """The run's samples grid as a PNG in the data folder, drawn again only when new samples came."""
-    rows = store.rows("run_samples", "run_id = ?", [run_id], order_by="step, idx")
+    rows = store.run_samples(run_id)
     if not rows:
         return None
     folder = store.home / "sample-grids"

@@ -157,7 +157,7 @@ def pair_view(store: Store, ids: list[int], index: int) -> tuple:
     if not ids:
         return 0, None, None, None, "No pairs match the filters.", "", "", "", None
     index = min(max(int(index or 0), 0), len(ids) - 1)
-    found = store.pair_pictures("pairs.id = ?", [ids[index]])
+    found = store.pairs_by_id([ids[index]])
     if not found:
         return index, None, None, None, f"Pair {ids[index]} is gone: refresh the list.", "", "", "", None
     pair = found[0]

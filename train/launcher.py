@@ -214,12 +214,12 @@ def reconcile(store: Store) -> None:
 
 def run_summary(store: Store, run: dict) -> dict:
     """What the runs table shows: progress, the newest loss and an estimate of the time left."""
-    last = store.rows("run_metrics", "run_id = ?", [run["id"]], order_by="step desc", limit=1)
+    last = store.last_metric(run["id"])
     step, total = run["step"] or 0, run["total_steps"] or 0
-    speed = last[0]["steps_per_s"] if last else None
+    speed = last["steps_per_s"] if last else None
     eta = (total - step) / speed if speed and run["status"] == "running" else None
     return {"id": run["id"], "name": run["name"], "status": run["status"], "step": step, "steps": total,
-            "loss": last[0]["loss"] if last else None, "eta": format_seconds(eta), "devices": run["devices"],
+            "loss": last["loss"] if last else None, "eta": format_seconds(eta), "devices": run["devices"],
             "error": run["error"] or ""}
 
 

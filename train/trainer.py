@@ -299,7 +299,7 @@ def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: i
         accelerator.load_state(str(path))
         say(f"resumed from step {step} ({path.name})")
     if store is not None and accelerator.is_main_process:
-        store.delete_where("run_metrics", "run_id = ? and step > ?", [run_id, step])
+        store.drop_metrics_after(run_id, step)
         store.update("runs", run_id, {"resumed_from": step if found else None})
         accelerator.init_trackers("dsd", config=config_values(config))
     control = RunControl(accelerator, store, run_id)

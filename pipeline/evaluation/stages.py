@@ -94,20 +94,20 @@ def create_eval(store: Store, name: str, benchmark: str | None = None, base: str
                 "seed": seed, "size": size, "steps": steps}
     if per_prompt < 1 or steps < 1:
         raise UserInputError("per_prompt and steps must be at least 1")
-    known = store.rows("evals", "name = ?", [name])
+    known = store.eval_named(name)
     if known:
-        changed = [key for key, value in settings.items() if known[0][key] != value]
+        changed = [key for key, value in settings.items() if known[key] != value]
         if changed:
             raise UserInputError(f"evaluation {name!r} exists with other {', '.join(changed)}: pick another name")
-        return known[0]["id"]
+        return known["id"]
     return store.insert("evals", {"name": name, **settings})
 
 
 def get_eval(store: Store, eval_id) -> dict:
-    found = store.rows("evals", "id = ? or name = ?", [str(eval_id), str(eval_id)])
+    found = store.find_eval(eval_id)
     if not found:
         raise UserInputError(f"no evaluation {eval_id!r}: `dsd eval sample --name NAME` makes one")
-    return found[0]
+    return found
 
 
 def recorded_model(evaluation: dict) -> "ModelSpec":
@@ -125,7 +125,7 @@ def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = 
 
     evaluation = get_eval(store, eval_id)
     items = load_benchmark(evaluation["benchmark"]).items()
-    done = {(row["item_id"], row["k"]) for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
+    done = {(row["item_id"], row["k"]) for row in store.eval_samples(evaluation["id"])}
     todo = [(item, k) for item in items for k in range(evaluation["per_prompt"]) if (item.id, k) not in done]
     todo = todo[:limit] if limit is not None else todo
     if not todo:
@@ -158,12 +158,11 @@ def judge_samples(store: Store, eval_id, judge: Judge, runs: int = 3, templates:
         raise UserInputError("runs and concurrency must be at least 1")
     evaluation = get_eval(store, eval_id)
     template_set = load_templates(templates)
-    samples = store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])
+    samples = store.eval_samples(evaluation["id"])
     if not samples:
         raise UserInputError(f"evaluation {evaluation['name']!r} has no samples yet: run `dsd eval sample` first")
-    scored = {(row["item_id"], row["k"], row["run"]) for row in store.rows(
-        "eval_judgements", "eval_id = ? and judge = ? and templates_hash = ? and cp is not null and pf is not null",
-        [evaluation["id"], judge.name, template_set.templates_hash])}
+    scored = {(row["item_id"], row["k"], row["run"])
+              for row in store.scored_judgements(evaluation["id"], judge.name, template_set.templates_hash)}
     # Runs one after another: the protocol's runs are independent repetitions of the whole set.
     todo = [(run, row) for run in range(runs) for row in samples if (row["item_id"], row["k"], run) not in scored]
 
@@ -176,14 +175,11 @@ def judge_samples(store: Store, eval_id, judge: Judge, runs: int = 3, templates:
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval-judge") as pool:
         for count, (run, row, result) in enumerate(pool.map(one, todo), 1):
-            store.delete_where("eval_judgements", "eval_id = ? and item_id = ? and k = ? and run = ? and judge = ? "
-                               "and templates_hash = ?", [evaluation["id"], row["item_id"], row["k"], run, judge.name,
-                                                          template_set.templates_hash])
-            store.add("eval_judgements", [{
+            store.replace_judgement({
                 "eval_id": evaluation["id"], "item_id": row["item_id"], "k": row["k"], "run": run,
                 "cp": result.cp, "pf": result.pf, "cp_debiased": result.cp_debiased, "judge": judge.name,
                 "endpoint": judge.endpoint, "templates_hash": template_set.templates_hash,
-                "templates_source": template_set.source, "replies": result.replies, "errors": result.errors}])
+                "templates_source": template_set.source, "replies": result.replies, "errors": result.errors})
             if on_progress:
                 on_progress(count, len(todo))
     return len(todo)
@@ -195,7 +191,7 @@ def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | 
     from pipeline.evaluation.features import CLIPMetrics, DINOMetric
 
     evaluation = get_eval(store, eval_id)
-    samples = store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])
+    samples = store.eval_samples(evaluation["id"])
     if not (clip or dino or dinov2):
         raise UserInputError("give at least one of --clip, --dino, --dinov2 (local checkpoint folders)")
     pictures = [(PIL.Image.open(row["reference"]).convert("RGB"), PIL.Image.open(row["path"]).convert("RGB"))
@@ -210,9 +206,7 @@ def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | 
             scores[name] = DINOMetric(folder, version).pair_scores(pictures, batch_size)
     rows = [{"eval_id": evaluation["id"], "item_id": row["item_id"], "k": row["k"], "metric": name, "value": values[i]}
             for name, values in scores.items() for i, row in enumerate(samples)]
-    for name in scores:
-        store.delete_where("eval_metrics", "eval_id = ? and metric = ?", [evaluation["id"], name])
-    return store.add("eval_metrics", rows)
+    return store.replace_eval_metrics(evaluation["id"], scores, rows)
 
 
 # reports
@@ -220,7 +214,7 @@ def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | 
 
 def judge_records(store: Store, evaluation: dict, judge_name: str | None = None) -> tuple[list[dict], dict]:
     """The judgements of one judge (default: the newest used) as `summarize` records, and their provenance."""
-    rows = store.rows("eval_judgements", "eval_id = ?", [evaluation["id"]], order_by="id")
+    rows = store.eval_judgements(evaluation["id"])
     if judge_name:
         rows = [row for row in rows if row["judge"] == judge_name]
     if not rows:
@@ -228,7 +222,7 @@ def judge_records(store: Store, evaluation: dict, judge_name: str | None = None)
                              + (f" by {judge_name}" if judge_name else "") + ": run `dsd eval judge` first")
     newest = rows[-1]
     rows = [row for row in rows if (row["judge"], row["templates_hash"]) == (newest["judge"], newest["templates_hash"])]
-    samples = {(row["item_id"], row["k"]): row for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
+    samples = {(row["item_id"], row["k"]): row for row in store.eval_samples(evaluation["id"])}
     records = [{"item_id": f"{row['item_id']}~{row['k']}", "run": row["run"], "cp": row["cp"], "pf": row["pf"],
                 "category": samples[row["item_id"], row["k"]]["category"], "kind": samples[row["item_id"], row["k"]]["kind"]}
                for row in rows]
@@ -247,12 +241,11 @@ def report(store: Store, eval_id, runs: int | None = None, judge_name: str | Non
     records, provenance = judge_records(store, evaluation, judge_name)
     runs = runs or len({record["run"] for record in records})  # default: the runs that were judged
     summary = summarize(records, runs, expected, allow_partial=allow_partial).to_json()
-    debiased = [row["cp_debiased"] / 4 for row in store.rows(
-        "eval_judgements", "eval_id = ? and judge = ? and templates_hash like ? and cp_debiased is not null",
-        [evaluation["id"], provenance["judge"], provenance["templates_hash"] + "%"])]
+    debiased = [score / 4 for score in store.debiased_scores(evaluation["id"], provenance["judge"],
+                                                             provenance["templates_hash"])]
     features = {}
     for name in METRICS:
-        values = [row["value"] for row in store.rows("eval_metrics", "eval_id = ? and metric = ?", [evaluation["id"], name])]
+        values = store.metric_values(evaluation["id"], name)
         if values:
             features[name] = sum(values) / len(values)
     return {**summary, "cp_debiased": sum(debiased) / len(debiased) if debiased else None, "metrics": features,
@@ -297,8 +290,8 @@ def markdown_table(result: dict) -> str:
 def write_csv(store: Store, eval_id, out: str | Path) -> int:
     """Every judgement with its sample (one row per sample and run); returns the rows written."""
     evaluation = get_eval(store, eval_id)
-    samples = {(row["item_id"], row["k"]): row for row in store.rows("eval_samples", "eval_id = ?", [evaluation["id"]])}
-    rows = store.rows("eval_judgements", "eval_id = ?", [evaluation["id"]], order_by="id")
+    samples = {(row["item_id"], row["k"]): row for row in store.eval_samples(evaluation["id"])}
+    rows = store.eval_judgements(evaluation["id"])
     columns = ("item_id", "k", "run", "category", "kind", "prompt", "cp", "pf", "cp_debiased", "judge", "endpoint",
                "templates_hash", "path")
     with open(out, "w", newline="") as handle:

@@ -39,7 +39,7 @@ def export_pairs(store: Store, out: str | Path, caption_style: str = "target", r
     out = Path(out)
     if out.suffix != ".parquet":
         raise UserInputError(f"--out {out}: write a .parquet file")
-    pairs = store.pair_pictures("verdicts.status = 'ok'") if uncurated else store.accepted_pairs(reviewed_only)
+    pairs = store.judged_pairs() if uncurated else store.accepted_pairs(reviewed_only)
     if sample is not None and sample < len(pairs):
         pairs = [pairs[k] for k in sorted(random.Random(seed).sample(range(len(pairs)), sample))]
     schema = pa.schema([("image", IMAGE_TYPE), ("conditioning", IMAGE_TYPE), ("caption", pa.string())])
@@ -98,13 +98,12 @@ def import_pairs(store: Store, path: str | Path) -> int:
                 picture.convert("RGB").save(target)
             paths.append(target)
         # Imported grids have no prompt, and NULLs never collide in a unique index: look the row up first.
-        known = store.rows("grids", "path = ? and seed = ?", [str(path), index])
-        grid = known[0] if known else store.get("grids", store.insert(
+        grid = store.grid_at(str(path), index) or store.get("grids", store.insert(
             "grids", {"prompt_id": None, "seed": index, "path": str(path), "teacher": f"import:{path.name}"}))
         panels = [{"idx": k, "row": 0, "col": k, "box": None, "path": str(p), "method": "imported", "problem": None}
                   for k, p in enumerate(paths)]
         new = store.add_grid_split(grid["id"], panels, [(0, 1)])
-        pair = store.pair_pictures("pairs.grid_id = ?", [grid["id"]])[0]
+        pair = store.grid_pairs(grid["id"])[0]
         if pair["verdict_status"] is None:
             store.put("verdicts", {"pair_id": pair["pair_id"], "status": "ok", "same": 1, "confidence": 1.0,
                                    "caption_target": row["caption"], "caption_instruction": row["caption"],

@@ -75,7 +75,7 @@ def run_prompts(store: Store, write: Writer | None = None, layout: str = "2x2", 
     prompt; near-duplicates are marked."""
     Layout.parse(layout)
     write = write or make_prompt_writer()
-    todo = store.pending("prompts", limit)
+    todo = store.captions_to_prompt(limit)
     result = StageResult("prompts")
     for start in range(0, len(todo), PROMPT_BATCH):
         if reporter and reporter.should_stop():
@@ -97,7 +97,7 @@ def run_prompts(store: Store, write: Writer | None = None, layout: str = "2x2", 
 def mark_duplicates(store: Store, threshold: float) -> int:
     """Mark prompts that repeat an earlier one (the paper found LLMs repeat themselves); grids skip them.
     One pass over all unmarked prompts, oldest first, so it is the same whether the stage ran once or crashed."""
-    prompts = store.rows("grid_prompts", "duplicate_of is null")
+    prompts = store.grid_prompts()
     sources = duplicate_sources([prompt["text"] for prompt in prompts], threshold)
     for later, earlier in sources.items():
         store.update("grid_prompts", prompts[later]["id"], {"duplicate_of": prompts[earlier]["id"]})
@@ -120,7 +120,7 @@ def run_grids(store: Store, teacher: str, per_prompt: int = 1, size: tuple[int, 
     pipe = load_teacher(teacher, device, teacher_name)
     width, height = size
     # A prompt belongs to one process by its id, not by its place in a list that other processes shrink.
-    todo = [prompt for prompt in store.pending("grids", None, [per_prompt]) if prompt["id"] % world == rank][:limit]
+    todo = [prompt for prompt in store.prompts_to_draw(per_prompt) if prompt["id"] % world == rank][:limit]
     folder = wheel_folder(store, "grids")
     result = StageResult("grids", details={"process": f"{rank + 1}/{world}"})
     for done, prompt in enumerate(todo):
@@ -129,7 +129,7 @@ def run_grids(store: Store, teacher: str, per_prompt: int = 1, size: tuple[int, 
             break
         for k in range(per_prompt):
             seed = grid_seed(prompt["id"], k)
-            if store.count("grids", "prompt_id = ? and seed = ?", [prompt["id"], seed]):
+            if store.has_grid(prompt["id"], seed):
                 result.skipped += 1
                 continue
             started = time.perf_counter()
@@ -154,7 +154,7 @@ def _write_atomically(path: Path, image: PIL.Image.Image) -> None:
 def run_pairs(store: Store, limit: int | None = None, reporter: JobReporter | None = None) -> StageResult:
     """Cut each grid at its real panel boundaries, drop unusable panels, compose ordered pairs."""
     folder = wheel_folder(store, "panels")
-    todo = store.pending("pairs", limit)
+    todo = store.grids_to_split(limit)
     result = StageResult("pairs", details={"panels": 0, "dropped": 0})
     for done, grid in enumerate(todo):
         if reporter and reporter.should_stop():
@@ -198,7 +198,7 @@ def run_curate(store: Store, judge: Judge | None = None, concurrency: int = 4, l
     """A judge (a VLM's, or the offline similarity stand-in without one) judges each pair and captions it.
     `usd_per_mtok` (input, output prices per million tokens) adds the run's cost to its accounting."""
     judge_impl = judge or SimilarityJudge()
-    todo = store.pair_pictures("pairs.id not in (select pair_id from verdicts where status = 'ok')", limit=limit)
+    todo = store.pairs_to_judge(limit)
     result = StageResult("curate", details={"same": 0, "cached": 0})
 
     def items() -> Iterator:

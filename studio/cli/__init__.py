@@ -145,7 +145,7 @@ def run_eval_stage(args, store, evaluation, json, reporter) -> None:
         model = resolve_model(evaluation.recorded_model(evaluation.get_eval(store, eval_id)))
         made = evaluation.sample_items(store, eval_id, args.limit, on_progress=progress, model=model)
         print(f"evaluation {eval_id} ({args.name}): {made} new pictures, "
-              f"{store.count('eval_samples', 'eval_id = ?', [eval_id])} in all")
+              f"{store.count_eval_samples(eval_id)} in all")
     elif args.stage == "judge":
         judge = evaluation.judge_from_options(args.judge_url, args.judge_model, args.judge_spec)
         added = evaluation.judge_samples(store, args.evaluation, judge, args.runs, args.templates, args.concurrency,

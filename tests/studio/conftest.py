@@ -97,7 +97,7 @@ def run_offline_wheel(home: Path) -> Store:
     wheel.run_grids(store, teacher, size=size, steps=4, teacher_name=name)
     wheel.run_pairs(store)
     wheel.run_curate(store, limit=CURATED)
-    judged = [pair["pair_id"] for pair in store.pair_pictures("verdicts.status = 'ok'")]
+    judged = [pair["pair_id"] for pair in store.judged_pairs()]
     store.put("verdicts", {"pair_id": judged[1], "status": "ok", "same": 0, "confidence": 0.95,
                            "subject": "two different robots", "description_a": "a red robot", "description_b": "a blue robot",
                            "reasoning": "the colours differ", "judge": "test"})

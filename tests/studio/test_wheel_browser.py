@@ -11,10 +11,10 @@ from tests.studio.conftest import TIMEOUT_MS, save_screenshot
 def wait_for_review(store: Store, pair_id: int, timeout: float = 20) -> dict | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = store.rows("reviews", "pair_id = ?", [pair_id])
-        if found:
-            return found[0]
-        time.sleep(0.1)
+        try:
+            return store.get("reviews", pair_id)
+        except KeyError:
+            time.sleep(0.1)
     return None
 
 
@@ -22,8 +22,8 @@ def test_review_pairs_from_the_keyboard(browser, wheel_studio):
     from playwright.sync_api import expect
 
     store = Store(wheel_studio.home)
-    first, second = (pair["pair_id"] for pair in store.pair_pictures(limit=2))
-    total = store.count("pairs")
+    first, second = (pair["pair_id"] for pair in store.review_queue(limit=2))
+    total = store.wheel_counts()["pairs"]
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(wheel_studio.url)
@@ -44,7 +44,7 @@ def test_review_pairs_from_the_keyboard(browser, wheel_studio):
     assert review and review["decision"] == "reject" and review["note"] == "rank"
     expect(position).to_contain_text(f"2 of {total}")
     expect(position).to_contain_text(f"pair {second} ")
-    assert store.count("reviews") == 1, "typing in the note box must not trigger shortcuts"
+    assert store.wheel_counts()["reviews"] == 1, "typing in the note box must not trigger shortcuts"
     expect(page.locator("#wheel-review-state")).to_contain_text("Not reviewed yet")
 
     save_screenshot(page, "wheel-review.png")

@@ -39,14 +39,14 @@ def test_a_stage_runs_as_a_background_job_and_reports_through_the_jobs_table(sta
     assert f"Started job {job_id}" in message and "--limit 2" in message
     assert row[1:3] == ["captions", "done"], row
     assert "captions: 2 added" in log
-    assert stats["captions"] == 2 and Store(tmp_path).count("captions") == 2
+    assert stats["captions"] == 2 and Store(tmp_path).wheel_counts()["captions"] == 2
 
 
 def test_the_filters_count_what_the_judge_said(client, wheel_studio):
-    total = Store(wheel_studio.home).count("pairs")
+    total = Store(wheel_studio.home).wheel_counts()["pairs"]
 
-    verdicts = Store(wheel_studio.home).rows("verdicts")
-    said = {name: sum(v["status"] == status and v["same"] == same for v in verdicts)
+    verdicts = Store(wheel_studio.home).review_queue()
+    said = {name: sum(v["verdict_status"] == status and v["same"] == same for v in verdicts)
             for name, status, same in (("same", "ok", 1), ("not same", "ok", 0), ("failed", "failed", None))}
 
     assert len(pairs(client)) == total
@@ -101,14 +101,14 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize(("fields", "expected"), BAD_SETTINGS)
 def test_bad_settings_get_one_line_and_no_job(client, wheel_studio, fields, expected):
-    jobs_before = Store(wheel_studio.home).count("jobs")
+    jobs_before = len(Store(wheel_studio.home).jobs())
     with pytest.raises(Exception) as refused:
         client.predict(**fields, api_name="/wheel_start")
 
     message = str(refused.value)
     assert expected in message, message
     assert "\n" not in message and "Traceback" not in message
-    assert Store(wheel_studio.home).count("jobs") == jobs_before
+    assert len(Store(wheel_studio.home).jobs()) == jobs_before
     assert len(pairs(client)) > 0, "the studio keeps serving"
 
 

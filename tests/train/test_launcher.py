@@ -39,7 +39,7 @@ def wait_until(store: Store, run_id: int, predicate, seconds: float = 240) -> di
 
 
 def metric_steps(store: Store, run_id: int) -> list[int]:
-    return [row["step"] for row in store.rows("run_metrics", "run_id = ?", [run_id], order_by="step")]
+    return [row["step"] for row in store.run_metrics(run_id)]
 
 
 def test_two_processes_on_cpu_train_in_step_and_write_one_set_of_everything(tmp_path):
@@ -127,7 +127,7 @@ def test_bad_configs_are_refused_before_anything_starts(tmp_path, change, phrase
     with pytest.raises(UserInputError, match=phrase) as refused:
         launcher.launch(store, smoke(**change))
     assert "\n" not in str(refused.value)
-    assert store.runs() == [] and store.count("jobs") == 0
+    assert store.runs() == [] and store.jobs() == []
 
 
 def test_the_cli_launches_reports_and_refuses_in_one_line(tmp_path):

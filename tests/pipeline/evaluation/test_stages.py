@@ -80,7 +80,7 @@ def sampled(tmp_path_factory):
 
 def test_samples_are_one_per_prompt_at_recorded_seeds(sampled):
     store, eval_id = sampled
-    rows = store.rows("eval_samples", "eval_id = ?", [eval_id])
+    rows = store.eval_samples(eval_id)
     assert len(rows) == 36 and {row["seed"] for row in rows} == {7}
     assert all(Image.open(row["path"]).size == (64, 64) for row in rows)
     assert {row["item_id"] for row in rows} == {item.id for item in load_benchmark(BUILTIN).items()}
@@ -129,7 +129,7 @@ def test_failed_items_refuse_the_report_until_a_partial_one_is_asked_for(sampled
     fake_api.reply = ScriptedJudge(bad_pf_kind="imaginative")
     judge = judge_with(fake_api, monkeypatch, model="flaky-judge")
     evaluation.judge_samples(store, eval_id, judge, runs=1)
-    failed = store.rows("eval_judgements", "eval_id = ? and judge = 'flaky-judge' and pf is null", [eval_id])
+    failed = [row for row in store.eval_judgements(eval_id) if row["judge"] == "flaky-judge" and row["pf"] is None]
     assert len(failed) == 8 and all("pf" in row["errors"] for row in failed)  # 4 subjects x 2 imaginative prompts
     with pytest.raises(UserInputError, match="scored 28 of 36"):
         evaluation.report(store, eval_id, judge_name="flaky-judge")
@@ -170,4 +170,4 @@ def test_a_refused_key_stops_the_judge_and_records_nothing(sampled, fake_api, mo
     judge = judge_with(fake_api, monkeypatch, model="refused-judge")
     with pytest.raises(ProviderError, match="401"):
         evaluation.judge_samples(store, eval_id, judge, runs=1, concurrency=1)
-    assert store.count("eval_judgements", "judge = 'refused-judge'") == 0
+    assert [row for row in store.eval_judgements(eval_id) if row["judge"] == "refused-judge"] == []

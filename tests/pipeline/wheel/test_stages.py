@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from sqlite_utils import Database
 
 from pipeline.wheel.dataset import export_pairs, import_pairs
 from pipeline.store import Store
@@ -64,7 +65,7 @@ def test_every_stage_runs_offline_and_exports(offline_home, tmp_path):
     table = pq.read_table(out)
     assert table.column_names == ["image", "conditioning", "caption"]
     assert table.num_rows == len(Store(offline_home).accepted_pairs())
-    verdict = Store(offline_home).rows("verdicts", limit=1)[0]
+    verdict = Store(offline_home).judged_pairs()[0]
     assert "stand-in" in verdict["judge"], "the offline curator is labelled in every verdict"
 
 
@@ -91,7 +92,7 @@ def test_export_import_round_trip(offline_home, tmp_path):
 
 def test_an_uncurated_control_is_a_seeded_sample_of_every_judged_pair(offline_home, tmp_path):
     store = Store(offline_home)
-    judged = store.pair_pictures("verdicts.status = 'ok'")
+    judged = store.judged_pairs()
     assert len(judged) > 3
     every = export_pairs(store, tmp_path / "all.parquet", uncurated=True)
     sizes = [export_pairs(store, tmp_path / f"sample-{seed}.parquet", uncurated=True, sample=3, seed=seed)
@@ -110,7 +111,7 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     fake_api.reply = grid_prompt_reply
     spec = f"openai:writer@{fake_api.openai_base_url}" if api == "openai" else f"gemini:writer@{fake_api.url}"
     ok(dsd(home, "prompts", "--writer", spec))
-    prompts = Store(home).rows("grid_prompts")
+    prompts = Store(home).grid_prompts(duplicates=True)
     assert prompts and all(row["subject"] == "a small red robot" and len(row["panels"]) == 4 for row in prompts)
     assert prompts[0]["writer"].startswith(api)
     # The canned reply is the same for every caption: the repeat is marked and gets no grid.
@@ -122,13 +123,13 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     fake_api.requests.clear()
     judge = f"openai:judge@{fake_api.openai_base_url}" if api == "openai" else f"gemini:judge@{fake_api.url}"
     ok(dsd(home, "curate", "--judge", judge, "--usd-per-mtok", "1000", "2000"))
-    pairs = Store(home).count("pairs")
-    run = Store(home).rows("stage_runs", "stage = 'curate'")[-1]["details"]
+    pairs = Store(home).wheel_counts()["pairs"]
+    run = json.loads([row for row in Database(home / "dsd.sqlite")["stage_runs"].rows if row["stage"] == "curate"][-1]["details"])
     assert run["input_tokens"] > 0 and run["output_tokens"] > 0, "the run's token accounting"
     assert run["usd"] == round((run["input_tokens"] * 1000 + run["output_tokens"] * 2000) / 1e6, 4)
     assert len(fake_api.requests) == pairs
     assert all(len(request_images(r.json)) == 2 for r in fake_api.requests)
-    verdicts = Store(home).rows("verdicts")
+    verdicts = Store(home).judged_pairs()
     assert len(verdicts) == pairs and all(v["same"] == 1 and v["caption_target"] == VERDICT["caption_target"] for v in verdicts)
 
 
@@ -136,7 +137,7 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
     home = tmp_path / "home"
     shutil.copytree(offline_home, home)
     store = Store(home)
-    for verdict in store.rows("verdicts"):  # start curation afresh with a VLM judge
+    for verdict in store.judged_pairs():  # start curation afresh with a VLM judge
         store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
     fake_api.reply = lambda body: json.dumps(VERDICT)
     fake_api.latency = 0.15
@@ -144,17 +145,18 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
     args = [sys.executable, "-m", "studio.cli", "wheel", "curate", "--judge", judge, "--concurrency", "2", "--home", str(home)]
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while store.count("verdicts", "status = 'ok'") < 3 and time.monotonic() < deadline:
+    while store.wheel_counts()["verdicts"] < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    judged_before = store.count("verdicts", "status = 'ok'")
-    assert 3 <= judged_before < store.count("pairs"), "killed midway"
+    judged_before = store.wheel_counts()["verdicts"]
+    assert 3 <= judged_before < store.wheel_counts()["pairs"], "killed midway"
     calls_before = len(fake_api.requests)
 
     ok(dsd(home, "curate", "--judge", judge, "--concurrency", "2"))
-    pairs = store.count("pairs")
-    assert store.count("verdicts", "status = 'ok'") == pairs == store.count("verdicts")
+    counts = store.wheel_counts()
+    pairs = counts["pairs"]
+    assert counts["verdicts"] == pairs and counts["failed_verdicts"] == 0
     # Finished pairs were not asked again; at most the calls in flight at the kill are repeated.
     repeated = len(fake_api.requests) - calls_before - (pairs - judged_before)
     assert repeated <= 2
@@ -177,13 +179,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(stage, args, phrase, tm
     home = tmp_path / "home"
     if stage != "captions":
         ok(dsd(home, "captions", "--limit", "2"))
-    before = {table: Store(home).count(table) for table in ("captions", "grid_prompts", "grids")}
+    before = {table: Store(home).wheel_counts()[table] for table in ("captions", "grid_prompts", "grids")}
     env = {"OPENAI_API_KEY": ""} if "OPENAI" in phrase else {}
     result = dsd(home, stage, *[a.format(tmp=tmp_path) for a in args], env=env)
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
     assert "\n" not in message and phrase in message and "Traceback" not in message
-    assert {table: Store(home).count(table) for table in before} == before
+    assert {table: Store(home).wheel_counts()[table] for table in before} == before
 
 
 def test_grids_split_across_two_processes_each_drawn_once(tmp_path):
@@ -199,8 +201,8 @@ def test_grids_split_across_two_processes_each_drawn_once(tmp_path):
     shares = sorted(line for line in result.stdout.splitlines() if line.startswith("grids:"))
     assert len(shares) == 2 and "process 1/2" in shares[0] and "process 2/2" in shares[1]
     store = Store(home)
-    prompts = store.count("grid_prompts", "duplicate_of is null")
-    assert store.count("grids") == prompts
+    prompts = len(store.grid_prompts())
+    assert store.wheel_counts()["grids"] == prompts
     assert sum(int(line.split()[1]) for line in shares) == prompts, "every grid drawn by exactly one process"
     files = sorted((home / "wheel" / "grids").iterdir())
     assert len(files) == prompts and all(f.suffix == ".png" for f in files), "no half-written files"
@@ -210,7 +212,7 @@ def test_a_refused_key_stops_curation_with_one_line(fake_api, offline_home, tmp_
     home = tmp_path / "home"
     shutil.copytree(offline_home, home)
     store = Store(home)
-    for verdict in store.rows("verdicts"):
+    for verdict in store.judged_pairs():
         store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
     fake_api.fail_with(*[401] * 50)
     result = dsd(home, "curate", "--judge", f"openai:judge@{fake_api.openai_base_url}",
@@ -219,7 +221,7 @@ def test_a_refused_key_stops_curation_with_one_line(fake_api, offline_home, tmp_
     message = result.stderr.strip()
     assert "\n" not in message and "401" in message and "Traceback" not in message
     assert "sk-test-secret-123" not in result.stderr + result.stdout
-    assert store.count("verdicts", "status = 'ok'") == 0
+    assert store.wheel_counts()["verdicts"] == 0
     assert len(fake_api.requests) <= 4, "the run stops instead of failing every pair"
 
 
