@@ -13,13 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGKILL
 GRACE_BY_KIND = {"train": 300}  # a trainer writes a checkpoint before it exits
+ERROR_CHARS = 300  # of an unexpected error's message, in the jobs table
 
 
 def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | None = None) -> int:
@@ -133,6 +137,7 @@ class JobReporter:
 
     def __init__(self, store: Store, job_id: int | None):
         self.store, self.job_id = store, job_id
+        self.stopped = False  # set by the work when it honoured a stop request
         self._last_write = 0.0
 
     def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
@@ -148,3 +153,22 @@ class JobReporter:
     def finish(self, status: str, error: str | None = None) -> None:
         if self.job_id is not None:
             self.store.update("jobs", self.job_id, {"status": status, "error": error, "ended_at": utc_now()})
+
+    @contextmanager
+    def finishing(self) -> Iterator["JobReporter"]:
+        """Record how the work in the block ends, and let its exception go on. Done, or stopped when the
+        work set `stopped`; a user error fails with its message; an interrupt (the launcher's backstop
+        after an ignored stop request) is stopped if a stop was asked for, else failed; any other error
+        fails with its type and message."""
+        try:
+            yield self
+        except UserInputError as error:
+            self.finish("failed", str(error))
+            raise
+        except KeyboardInterrupt:
+            self.finish("stopped" if self.should_stop() else "failed", "interrupted")
+            raise
+        except BaseException as error:
+            self.finish("failed", f"{type(error).__name__}: {str(error)[:ERROR_CHARS]}")
+            raise
+        self.finish("stopped" if self.stopped else "done")

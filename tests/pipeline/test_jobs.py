@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
+from pipeline.errors import UserInputError
+from pipeline.jobs import JobReporter, create_job, dsd_command, reconcile, request_stop, start_job
 from pipeline.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,3 +92,58 @@ def test_an_ignored_stop_is_escalated_to_signals(tmp_path):
     asked = job(store, job_id)["stop_requested"]
     reconcile(store, now=asked + 31)  # past the grace: SIGINT to the group
     assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
+
+
+def ended(store: Store, work) -> dict:
+    """The row of a job whose work ran inside `JobReporter.finishing`, and what escaped the block."""
+    reporter = JobReporter(store, create_job(store, "test", [], status="running"))
+    escaped = None
+    try:
+        with reporter.finishing():
+            work(reporter)
+    except BaseException as error:  # noqa: BLE001 (the block lets every error go on)
+        escaped = error
+    return {**store.get("jobs", reporter.job_id), "escaped": type(escaped).__name__ if escaped else None}
+
+
+def interrupted_after_a_stop(reporter: JobReporter):
+    request_stop(reporter.store, reporter.job_id)
+    raise KeyboardInterrupt
+
+
+def honoured_a_stop(reporter: JobReporter):
+    reporter.stopped = True
+
+
+def refused(reporter: JobReporter):
+    raise UserInputError("no captions: run the captions stage first")
+
+
+def crashed(reporter: JobReporter):
+    raise RuntimeError("x" * 1000)
+
+
+def interrupted(reporter: JobReporter):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("work", "status", "error", "escaped"), [
+    (lambda reporter: None, "done", None, None),
+    (honoured_a_stop, "stopped", None, None),
+    (refused, "failed", "no captions: run the captions stage first", "UserInputError"),
+    (crashed, "failed", "RuntimeError: " + "x" * 300, "RuntimeError"),
+    (interrupted, "failed", "interrupted", "KeyboardInterrupt"),
+    (interrupted_after_a_stop, "stopped", "interrupted", "KeyboardInterrupt"),
+], ids=["done", "stopped by the work", "user error", "crash", "interrupt", "interrupt after a stop request"])
+def test_how_a_job_ends_is_recorded_once_for_every_kind(tmp_path, work, status, error, escaped):
+    row = ended(Store(tmp_path), work)
+    assert (row["status"], row["error"], row["escaped"]) == (status, error, escaped)
+    assert row["ended_at"]
+
+
+def test_a_job_that_is_not_a_job_records_nothing(tmp_path):
+    """A stage run by hand (no --job) or a training rank other than 0 has no job row to write."""
+    store = Store(tmp_path)
+    with pytest.raises(UserInputError), JobReporter(store, None).finishing():
+        raise UserInputError("bad")
+    assert store.count("jobs") == 0
