@@ -1,9 +1,10 @@
-"""Jobs: long work (wheel stages, training) in a process of its own, watched through the store.
+"""Jobs: long work (wheel stages, evaluation stages, training) in a process of its own, watched through the store.
 
-The studio never does long work inside a web request. Starting a job writes a `jobs` row and
+The studio never does long work inside a web request. A job is started from a settings object
+(`JobSettings`: its kind and the command line it turns into): starting writes a `jobs` row and
 spawns the command in its own process session with its output in a log file, then returns. The
-process reports progress and reads its stop flag through the same row (`JobReporter`). The studio
-only reads: `reconcile` turns a "running" row whose process is gone into "failed" with the last
+process reports progress, reads its stop flag and records how it ended through the same row
+(`JobReporter`, `JobReporter.finishing`). The studio only reads: `reconcile` turns a "running" row whose process is gone into "failed" with the last
 log line, and escalates a stop that was not honoured (SIGINT to the process group, then SIGKILL).
 Jobs survive closing the browser and restarting the studio.
 """
@@ -11,11 +12,11 @@ Jobs survive closing the browser and restarting the studio.
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
@@ -23,12 +24,23 @@ from pipeline.store import Store, utc_now
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGKILL
 GRACE_BY_KIND = {"train": 300}  # a trainer writes a checkpoint before it exits
+
+
 ERROR_CHARS = 300  # of an unexpected error's message, in the jobs table
 
 
-def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Spawn `argv` (an argument list, never a shell line) as job `kind`; returns the job id at once."""
-    job_id = create_job(store, kind, argv, status="queued")
+class JobSettings(Protocol):
+    """What a job does, as settings: its kind (the jobs table's, e.g. "wheel:grids") and the command line
+    they turn into (an argument list, never a shell line; the job adds `--job ID`)."""
+
+    kind: str
+
+    def command(self, home: Path) -> list[str]: ...
+
+
+def start_job(store: Store, settings: JobSettings, env: dict[str, str] | None = None) -> int:
+    """Spawn the command of `settings` as a job of its kind; returns the job id at once."""
+    job_id = create_job(store, settings.kind, settings.command(store.home.resolve()), status="queued")
     spawn_job(store, job_id, env)
     return job_id
 
@@ -61,11 +73,6 @@ def spawn_job(store: Store, job_id: int, env: dict[str, str] | None = None, argv
 def claim_job(store: Store, job_id: int) -> bool:
     """Move a queued job to "running" if nobody else did first (the studio and a finishing run may both try)."""
     return store.transition("jobs", job_id, "status", "queued", "running")
-
-
-def dsd_command(*args: str) -> list[str]:
-    """The `dsd` command line as this Python runs it (works without the console script on PATH)."""
-    return [sys.executable, "-m", "studio.cli", *args]
 
 
 def request_stop(store: Store, job_id: int) -> None:

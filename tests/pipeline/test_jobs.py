@@ -5,11 +5,13 @@ import signal
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from pipeline.errors import UserInputError
-from pipeline.jobs import JobReporter, create_job, dsd_command, reconcile, request_stop, start_job
+from pipeline.jobs import JobReporter, create_job, reconcile, request_stop, start_job
 from pipeline.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,11 +34,22 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@dataclass(frozen=True)
+class Script:
+    """Job settings whose command is a given argument list."""
+
+    kind: str
+    argv: list[str]
+
+    def command(self, home: Path) -> list[str]:
+        return self.argv
+
+
 @pytest.fixture
 def worker(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(root=ROOT))
-    return [sys.executable, str(script), str(tmp_path / "home")]
+    return Script("test", [sys.executable, str(script), str(tmp_path / "home")])
 
 
 def wait_for(predicate, seconds: float = 30):
@@ -57,7 +70,8 @@ def job(store, job_id):
 def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the studio may be started from anywhere
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "wheel:stats", dsd_command("wheel", "stats", "--home", str(store.home)))
+    job_id = start_job(store, Script("wheel:stats", [sys.executable, "-m", "studio.cli", "wheel", "stats", "--home",
+                                                     str(store.home)]))
     assert wait_for(lambda: job(store, job_id)["status"] != "running", 120)
     finished = job(store, job_id)
     assert finished["status"] == "done", finished
@@ -66,7 +80,7 @@ def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path, monkeypatch):
 
 def test_stop_flag_is_honoured_and_work_reported(tmp_path, worker):
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "test", worker)
+    job_id = start_job(store, worker)
     assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 3)
     request_stop(store, job_id)
     assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
@@ -75,7 +89,7 @@ def test_stop_flag_is_honoured_and_work_reported(tmp_path, worker):
 
 def test_a_killed_job_is_marked_failed_with_its_last_log_line(tmp_path, worker):
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "test", worker)
+    job_id = start_job(store, worker)
     assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 2)
     os.killpg(job(store, job_id)["pid"], signal.SIGKILL)
     assert wait_for(lambda: job(store, job_id)["status"] != "running")
@@ -86,7 +100,7 @@ def test_a_killed_job_is_marked_failed_with_its_last_log_line(tmp_path, worker):
 def test_an_ignored_stop_is_escalated_to_signals(tmp_path):
     store = Store(tmp_path / "home")
     stubborn = [sys.executable, "-c", "import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)"]
-    job_id = start_job(store, "test", stubborn)
+    job_id = start_job(store, Script("test", stubborn))
     assert wait_for(lambda: "busy" in open(job(store, job_id)["log_path"]).read())
     request_stop(store, job_id)
     asked = job(store, job_id)["stop_requested"]
