@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import UserInputError
+from pipeline.evaluation.stages import get_eval
+from pipeline.store import Store
 from studio.cli import build_parser
-from studio.job_settings import (CaptionsStage, CurateStage, ExportStage, GridsStage,
-                                 ImportStage, JudgeStage, MetricsStage, PairsStage, PromptsStage, ReportStage,
-                                 SampleStage, StatsStage)
+from studio.job_settings import (CaptionsStage, CurateStage, ExportStage, GridsStage, ImportStage, JudgeStage,
+                                 MetricsStage, PairsStage, PromptsStage, ReportStage, SampleStage, StatsStage)
+from train import launcher
+from train.config import load_preset
 
 EVERY_STAGE = [
     CaptionsStage(source="/data/captions.csv", column="text", limit=5, filter_with="openai:gpt-4o-mini"),
@@ -61,3 +65,23 @@ def test_the_cli_defaults_are_the_settings_defaults():
     assert SampleStage.from_args(args) == SampleStage(name="plain")
     assert SampleStage(name="plain").flags() == ["--name", "plain", "--per-prompt", "1", "--seed", "0", "--size",
                                                  "512", "--steps", "28"]
+
+
+def test_a_sample_from_a_training_run_makes_one_evaluation_whoever_starts_it(tmp_path):
+    """The tab makes the evaluation when the job starts, and the job makes it again from its command line:
+    both record the run's base and weights, so the job continues it instead of refusing a clash."""
+    store = Store(tmp_path)
+    run_id = launcher.create_run(store, load_preset("cpu-smoke"), status="stopped")
+    asked = SampleStage(name="from a run", run=run_id, size=64, steps=2)
+    with pytest.raises(UserInputError, match=f"run {run_id} has no weights yet"):
+        asked.evaluation_id(store)
+
+    weights = tmp_path / "runs" / str(run_id) / "weights"
+    weights.mkdir(parents=True)
+    store.update("runs", run_id, {"weights": str(weights)})
+    by_the_tab = asked.evaluation_id(store)
+    by_the_job = SampleStage.from_args(build_parser().parse_args(asked.command(tmp_path)[3:])).evaluation_id(store)
+
+    assert by_the_tab == by_the_job
+    assert get_eval(store, by_the_job)["model"] == {"base": load_preset("cpu-smoke").base, "dsd": str(weights),
+                                                    "run": run_id}
