@@ -1,9 +1,10 @@
-"""Jobs: long work (wheel stages, training) in a process of its own, watched through the store.
+"""Jobs: long work (wheel stages, evaluation stages, training) in a process of its own, watched through the store.
 
-The studio never does long work inside a web request. Starting a job writes a `jobs` row and
+The studio never does long work inside a web request. A job is started from a settings object
+(`JobSettings`: its kind and the command line it turns into): starting writes a `jobs` row and
 spawns the command in its own process session with its output in a log file, then returns. The
-process reports progress and reads its stop flag through the same row (`JobReporter`). The studio
-only reads: `reconcile` turns a "running" row whose process is gone into "failed" with the last
+process reports progress, reads its stop flag and records how it ended through the same row
+(`JobReporter`, `JobReporter.finishing`). The studio only reads: `reconcile` turns a "running" row whose process is gone into "failed" with the last
 log line, and escalates a stop that was not honoured (SIGINT to the process group, then SIGKILL).
 Jobs survive closing the browser and restarting the studio.
 """
@@ -11,10 +12,13 @@ Jobs survive closing the browser and restarting the studio.
 import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
+from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,9 +26,21 @@ STOP_GRACE_S = 30  # after a stop request: SIGINT to the group; twice that: SIGK
 GRACE_BY_KIND = {"train": 300}  # a trainer writes a checkpoint before it exits
 
 
-def start_job(store: Store, kind: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Spawn `argv` (an argument list, never a shell line) as job `kind`; returns the job id at once."""
-    job_id = create_job(store, kind, argv, status="queued")
+ERROR_CHARS = 300  # of an unexpected error's message, in the jobs table
+
+
+class JobSettings(Protocol):
+    """What a job does, as settings: its kind (the jobs table's, e.g. "wheel:grids") and the command line
+    they turn into (an argument list, never a shell line; the job adds `--job ID`)."""
+
+    kind: str
+
+    def command(self, home: Path) -> list[str]: ...
+
+
+def start_job(store: Store, settings: JobSettings, env: dict[str, str] | None = None) -> int:
+    """Spawn the command of `settings` as a job of its kind; returns the job id at once."""
+    job_id = create_job(store, settings.kind, settings.command(store.home.resolve()), status="queued")
     spawn_job(store, job_id, env)
     return job_id
 
@@ -57,11 +73,6 @@ def spawn_job(store: Store, job_id: int, env: dict[str, str] | None = None, argv
 def claim_job(store: Store, job_id: int) -> bool:
     """Move a queued job to "running" if nobody else did first (the studio and a finishing run may both try)."""
     return store.transition("jobs", job_id, "status", "queued", "running")
-
-
-def dsd_command(*args: str) -> list[str]:
-    """The `dsd` command line as this Python runs it (works without the console script on PATH)."""
-    return [sys.executable, "-m", "studio.cli", *args]
 
 
 def request_stop(store: Store, job_id: int) -> None:
@@ -133,6 +144,7 @@ class JobReporter:
 
     def __init__(self, store: Store, job_id: int | None):
         self.store, self.job_id = store, job_id
+        self.stopped = False  # set by the work when it honoured a stop request
         self._last_write = 0.0
 
     def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
@@ -148,3 +160,22 @@ class JobReporter:
     def finish(self, status: str, error: str | None = None) -> None:
         if self.job_id is not None:
             self.store.update("jobs", self.job_id, {"status": status, "error": error, "ended_at": utc_now()})
+
+    @contextmanager
+    def finishing(self) -> Iterator["JobReporter"]:
+        """Record how the work in the block ends, and let its exception go on. Done, or stopped when the
+        work set `stopped`; a user error fails with its message; an interrupt (the launcher's backstop
+        after an ignored stop request) is stopped if a stop was asked for, else failed; any other error
+        fails with its type and message."""
+        try:
+            yield self
+        except UserInputError as error:
+            self.finish("failed", str(error))
+            raise
+        except KeyboardInterrupt:
+            self.finish("stopped" if self.should_stop() else "failed", "interrupted")
+            raise
+        except BaseException as error:
+            self.finish("failed", f"{type(error).__name__}: {str(error)[:ERROR_CHARS]}")
+            raise
+        self.finish("stopped" if self.stopped else "done")

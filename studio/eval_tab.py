@@ -1,93 +1,26 @@
 """The Evaluate tab: the DreamBench++ protocol (`pipeline.evaluation.stages`) as background jobs, and its results.
 
 Layout and event wiring only. Sampling, judging and the feature metrics run as `dsd eval STAGE` in a
-job process of their own (`pipeline.jobs`); the tab reads the store on a timer. API names:
-`eval_sample`, `eval_judge`, `eval_metrics`, `eval_stop`, `eval_jobs`, `eval_names`, `eval_results`,
-`eval_sample_view`.
+job process of their own, started from their settings (`studio.forms`, `studio.shared.start_stage`); the
+tab reads the store on a timer. API names: `eval_sample`, `eval_judge`, `eval_metrics`, `eval_stop`,
+`eval_jobs`, `eval_names`, `eval_results`, `eval_sample_view`.
 """
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
 from pipeline.evaluation import stages as evaluation
-from pipeline.errors import UserInputError
-from pipeline.jobs import dsd_command, reconcile, start_job
 from pipeline.generation.generate import Settings
+from pipeline.jobs import reconcile
 from pipeline.store import Store
-from studio.generate_tab import shown_as_gr_error
-from studio.jobs_view import JOB_HEADERS, job_log, job_rows, select_job, stop_job
-from studio.wheel_tab import whole_number
+from studio.forms import judge_stage, metrics_stage, sample_stage
+from studio.shared import JOB_HEADERS, job_log, job_rows, selected_id, shown_as_gr_error, start_stage, stop_job
 
 FIGURE_HEADERS = ["figure", "mean", "std"]
 SCORE_HEADERS = ["run", "judge", "CP", "PF", "CP reasoning", "PF reasoning"]
 NO_JUDGEMENTS = "has no judgements yet: run **Judge** first (after **Sample**)."
-
-
-# what the forms mean
-
-
-def eval_name(name) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise UserInputError("give the evaluation a name")
-    return name
-
-
-def folder_flag(flag: str, folder) -> list[str]:
-    """`[flag, absolute folder]` for a folder that exists on the server, nothing for a blank field."""
-    folder = (folder or "").strip()
-    if not folder:
-        return []
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise UserInputError(f"{flag.lstrip('-')} folder {folder!r} does not exist on the server")
-    return [flag, str(path.resolve())]
-
-
-def sample_flags(store: Store, name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512,
-                 steps=28) -> list[str]:
-    """The `dsd eval sample` flags, checked by making (or finding) the evaluation: a bad value is a UserInputError."""
-    name = eval_name(name)
-    flags = ["--name", name] + folder_flag("--benchmark", benchmark)
-    if run not in (None, ""):
-        if (base or "").strip() or (dsd or "").strip():
-            raise UserInputError("a training run brings its own base and weights: leave the base and DSD fields blank")
-        flags += ["--run", str(whole_number("training run", run))]
-    else:
-        flags += folder_flag("--base", base) + folder_flag("--dsd", dsd)
-    if seed is None or float(seed) != int(seed):
-        raise UserInputError(f"seed {seed!r}: give a whole number")
-    numbers = {"--per-prompt": whole_number("pictures per prompt", per_prompt), "--seed": int(seed),
-               "--size": whole_number("size", size, 16), "--steps": whole_number("steps", steps)}
-    if numbers["--size"] % 16:
-        raise UserInputError(f"size {numbers['--size']}: give a multiple of 16")
-    flags += [str(part) for pair in numbers.items() for part in pair]
-    value = dict(zip(flags[::2], flags[1::2]))
-    evaluation.create_eval(store, name, value.get("--benchmark"), value.get("--base"), value.get("--dsd"),
-                           int(value["--run"]) if "--run" in value else None, numbers["--per-prompt"],
-                           numbers["--seed"], numbers["--size"], numbers["--steps"])
-    return flags
-
-
-def judge_flags(store: Store, name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4) -> list[str]:
-    """The `dsd eval judge` flags, checked (the judge is built once here: a missing key is refused now)."""
-    evaluation.get_eval(store, eval_name(name))
-    url, model, spec = ((value or "").strip() for value in (judge_url, judge_model, judge_spec))
-    evaluation.judge_from_options(url or None, model or None, spec or None)
-    flags = ["--judge-url", url, "--judge-model", model] if (url or model) else ["--judge", spec]
-    return [eval_name(name), *flags, "--runs", str(whole_number("runs", runs)),
-            "--concurrency", str(whole_number("concurrency", concurrency))]
-
-
-def metric_flags(store: Store, name, clip="", dino="", dinov2="") -> list[str]:
-    evaluation.get_eval(store, eval_name(name))
-    flags = folder_flag("--clip", clip) + folder_flag("--dino", dino) + folder_flag("--dinov2", dinov2)
-    if not flags:
-        raise UserInputError("give at least one checkpoint folder: CLIP, DINO or DINOv2")
-    return [eval_name(name), *flags]
 
 
 # what the tab shows
@@ -251,26 +184,26 @@ def build(settings: Settings) -> None:
 
 
 def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
-    home = lambda: str(store.home.resolve())  # noqa: E731
-
-    def started(stage: str, flags: list[str]):
-        job_id = start_job(store, f"eval:{stage}", dsd_command("eval", stage, "--home", home(), *flags))
-        return job_id, f"Started job {job_id}: `dsd eval {stage} {' '.join(flags)}`"
-
     def eval_sample(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512, steps=28):
         """Make (or continue) evaluation `name` and generate its samples as a background job; returns job id, message."""
         with shown_as_gr_error("starting the sampling"):
-            return started("sample", sample_flags(store, name, benchmark, base, dsd, run, per_prompt, seed, size, steps))
+            settings = sample_stage(name, benchmark, base, dsd, run, per_prompt, seed, size, steps)
+            settings.evaluation_id(store)  # made now: listed at once, and other settings under its name refused
+            return start_stage(store, settings)
 
     def eval_judge(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4):
         """Score an evaluation's samples with a VLM judge as a background job; returns job id, message."""
         with shown_as_gr_error("starting the judge"):
-            return started("judge", judge_flags(store, name, judge_url, judge_model, judge_spec, runs, concurrency))
+            settings = judge_stage(name, judge_url, judge_model, judge_spec, runs, concurrency)
+            evaluation.get_eval(store, settings.evaluation)
+            return start_stage(store, settings)
 
     def eval_metrics(name, clip="", dino="", dinov2=""):
         """CLIP-I/T and DINO scores from local checkpoint folders as a background job; returns job id, message."""
         with shown_as_gr_error("starting the metrics"):
-            return started("metrics", metric_flags(store, name, clip, dino, dinov2))
+            settings = metrics_stage(name, clip, dino, dinov2)
+            evaluation.get_eval(store, settings.evaluation)
+            return start_stage(store, settings)
 
     def eval_stop(job_id=None):
         """Ask an evaluation job (blank: the newest running one) to stop."""
@@ -291,7 +224,7 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     r.metrics.click(eval_metrics, [r.name, r.clip, r.dino, r.dinov2], [r.job, r.message], api_name="eval_metrics")
     r.stop.click(eval_stop, r.job, r.message, queue=False, api_name="eval_stop")
     timer.tick(eval_jobs, r.job, [r.jobs, r.log], api_name="eval_jobs", show_progress="hidden")
-    r.jobs.select(select_job, None, r.job, api_visibility="private")
+    r.jobs.select(selected_id, None, r.job, api_visibility="private")
 
 
 def wire_results(store: Store, p: SimpleNamespace, s: SimpleNamespace, timer: gr.Timer) -> None:

@@ -1,34 +1,28 @@
 """The Generate tab: a reference picture and a prompt in, new pictures of the same subject out.
 
 Layout and event wiring only. Every generation goes through `pipeline.generation.generate.generate`, the
-function the CLI and the tests call; the history reads the store. API names: `generate`, `history`.
+function the CLI and the tests call, with the request the form means (`studio.forms.generation_request`);
+the history reads the store. API names: `generate`, `history`, `run_weights`, `stop`.
 """
 
-import logging
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from pipeline.generation import generate as service
-from pipeline.errors import UserInputError
-from pipeline.images import parse_size
-from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
-from pipeline.providers import ProviderError
-from pipeline.generation.generate import GenerateRequest, Settings
-from pipeline.store import Store
-from pipeline.generation.weights import DTYPES, ModelSpec, sampling_defaults
 from mini.embedded import is_embedded
+from pipeline.errors import UserInputError
+from pipeline.generation import generate as service
+from pipeline.generation.generate import Settings
+from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
+from pipeline.generation.weights import DTYPES, sampling_defaults
+from pipeline.store import Store
+from studio.forms import generation_request, model_spec
 from studio.resolve import resolve_model
+from studio.shared import local_time, selected_id, shown_as_gr_error
 from train import launcher
-
-USER_ERRORS = (UserInputError, ProviderError)
-
-log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 EXAMPLES = [
@@ -49,56 +43,7 @@ DETAIL_FIELDS = ("id", "created_at", "status", "error", "mode", "prompt", "promp
                  "seed", "num_images", "params", "timings", "notices", "reference_path")
 
 
-@contextmanager
-def shown_as_gr_error(action: str):
-    """User errors become their one-line message; anything else is logged and summarised."""
-    try:
-        yield
-    except gr.Error:
-        raise
-    except USER_ERRORS as error:
-        log.info("%s refused: %s", action, error)
-        raise gr.Error(" ".join(str(error).split()), print_exception=False) from None
-    except Exception:
-        log.exception("%s failed", action)
-        raise gr.Error(f"{action} failed with an internal error; the studio's log has the details",
-                       print_exception=False) from None
-
-
-# what the form means
-
-
-def model_spec(base: str | None, dsd: str | None, lora: str | None, dtype: str | None) -> ModelSpec:
-    """The Model fields; an empty field is the default (the embedded base, no DSD weights, no LoRA)."""
-    base, dsd, lora = ((field or "").strip() or None for field in (base, dsd, lora))
-    return ModelSpec(base=base, dsd=dsd, lora=lora, dtype=dtype or "auto")
-
-
-def uploaded_path(reference) -> str | None:
-    """The uploaded reference file, as the server stored it.
-
-    The generate event skips gradio's preprocessing: `gr.Image` opens every upload with PIL first,
-    so a broken file or a decompression bomb would fail there with a generic error. The raw value
-    is the upload's file data (already checked to lie in gradio's upload folder); `load_image`
-    then refuses bad pictures with a clear message.
-    """
-    return reference.get("path") if isinstance(reference, dict) else reference
-
-
-def request_from_form(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                      image_guidance, text_guidance, fit, keep_reconstruction, enhance) -> GenerateRequest:
-    reference = uploaded_path(reference)
-    if not reference:
-        raise UserInputError("no reference picture: upload one (or pick an example below)")
-    width, height = parse_size(size)
-    if not randomise and seed is None:
-        raise UserInputError("the seed is empty: type a whole number or tick 'random seed'")
-    return GenerateRequest(
-        image=reference, prompt=prompt or "", mode=mode, width=width, height=height, steps=int(steps),
-        seed=None if randomise else int(seed), num_images=int(num_images), guidance=float(guidance),
-        image_guidance=float(image_guidance), text_guidance=float(text_guidance), fit=fit,
-        keep_reconstruction=bool(keep_reconstruction), enhance=bool(enhance),
-    )
+# what the tab shows
 
 
 def gallery_items(result: service.GenerateResult) -> list[tuple[str, str]]:
@@ -141,7 +86,7 @@ def history_rows(store: Store, search: str = "") -> list[list]:
 
 def history_row(row: dict) -> list:
     params, timings = row.get("params") or {}, row.get("timings") or {}
-    when = datetime.fromisoformat(row["created_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    when = local_time(row["created_at"])
     size = f"{params['width']}x{params['height']}" if "width" in params else ""
     total = round(timings["total_s"], 1) if "total_s" in timings else None
     prompt = row["prompt"] if row["status"] == "ok" else f"[{row['status']}] {row['prompt']}"
@@ -282,8 +227,8 @@ def generate_handler(settings: Settings, generate_fn: Callable):
                  memory, base, dsd, lora, dtype, progress=gr.Progress()):
         """Generate pictures of the reference's subject; returns pictures, seeds, notices, timings."""
         with shown_as_gr_error("generation"):
-            request = request_from_form(reference, prompt, mode, size, steps, num_images, seed, randomise,
-                                        guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+            request = generation_request(reference, prompt, mode, size, steps, num_images, seed, randomise,
+                                         guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
             run_settings = replace(settings, memory=memory, model=resolve_model(model_spec(base, dsd, lora, dtype)))
             progress(0, desc="loading the model")
             result = generate_fn(request, run_settings,
@@ -313,6 +258,6 @@ def history_handler(store: Store):
 def select_handler(store: Store):
     def select(event: gr.SelectData):
         with shown_as_gr_error("reading the history"):
-            return generation_details(store, (event.row_value or [None])[0])
+            return generation_details(store, selected_id(event))
 
     return select

@@ -2,42 +2,36 @@
 
 Layout and event wiring only. A run is an `accelerate launch` process of its own (`train.launcher`),
 so it survives page reloads; the tab reads the store on a timer. The form is generated from
-`TrainConfig`'s fields, so every knob of a run is here, and the API takes them by name.
+`TrainConfig`'s fields (`studio.config_form`), so every knob of a run is here, and the API takes them by name.
 API names: `train_start`, `train_stop`, `train_save`, `train_sample`, `train_resume`, `train_runs`,
 `train_preset_load`, `train_preset_save`.
 """
 
 import inspect
 import math
-from dataclasses import Field, fields
+from dataclasses import Field
 from pathlib import Path
-from types import SimpleNamespace, UnionType
-from typing import get_args, get_origin
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
-import PIL.Image
-import yaml
-from PIL import ImageDraw, ImageFont, ImageOps
 
 from pipeline.errors import UserInputError
-from pipeline.jobs import log_tail
 from pipeline.generation.generate import Settings
+from pipeline.jobs import log_tail
 from pipeline.store import Store
-from studio.generate_tab import shown_as_gr_error
-from studio.jobs_view import LOG_BYTES
+from studio.config_form import (CHOICES, FIELD_NAMES, FIELDS, config_from_form, field_kind, form_values,
+                                is_number_box)
+from studio.pictures import sample_grid_file
 from studio.resolve import DEFAULT_BASE, resolve_config
+from studio.shared import LOG_BYTES, selected_id, shown_as_gr_error
 from train import launcher
-from train.config import (MIXED_PRECISION, SCHEDULES, STRATEGIES, TrainConfig, config_values, load_preset, preset_names,
-                          save_preset)
+from train.config import TrainConfig, load_preset, preset_names, save_preset
 
 DEFAULT_PRESET = "cpu-smoke"  # runs on any machine: a first-time user can press Start
 RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
 LOSSES = ("loss", "loss_reference", "loss_target")
-RUNS_SHOWN, PLOT_POINTS, GRID_COLUMNS, CELL_PX, FORM_COLUMNS = 20, 1000, 8, 128, 8
-FIELDS: tuple[Field, ...] = fields(TrainConfig)
-FIELD_NAMES = [f.name for f in FIELDS]
-CHOICES = {"schedule": SCHEDULES, "mixed_precision": MIXED_PRECISION, "strategy": STRATEGIES}
+RUNS_SHOWN, PLOT_POINTS, FORM_COLUMNS = 20, 1000, 8
 HINTS = {
     "data": "a parquet file on the server, as `dsd wheel export` writes",
     "base": "blank: the embedded miniature teacher; a FLUX.1-dev folder or hub id",
@@ -50,73 +44,7 @@ HINTS = {
 }
 
 
-# what the form means
-
-
-def field_kind(f: Field) -> tuple[type, bool]:
-    """(bool, int, float, str, list or tuple; whether blank means None) for a config field."""
-    args = get_args(f.type) if isinstance(f.type, UnionType) else (f.type,)
-    kind = next(arg for arg in args if arg is not type(None))
-    return get_origin(kind) or kind, type(None) in args
-
-
-def is_number_box(f: Field) -> bool:
-    """Numbers that cannot be blank get a number box; the others type into a text box, where blank is None
-    (a cleared number box would send 0)."""
-    kind, optional = field_kind(f)
-    return kind in (int, float) and not optional and f.name not in CHOICES
-
-
-def shown(f: Field, value):
-    """A config value as its input shows it: lists as YAML (one line when short), blanks as ""."""
-    if field_kind(f)[0] in (list, tuple):
-        line = yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
-        return line if len(line) <= 60 else yaml.safe_dump(value, default_flow_style=False, sort_keys=False).strip()
-    if value is None:
-        return ""
-    return value if is_number_box(f) or field_kind(f)[0] in (bool, str) else str(value)
-
-
-def form_values(config: TrainConfig) -> list:
-    """The form's values for `config`, in field order."""
-    values = config_values(config)
-    return [shown(f, values[f.name]) for f in FIELDS]
-
-
-def field_value(f: Field, raw):
-    """One form value as the config takes it; a value the form cannot mean is a UserInputError."""
-    kind, optional = field_kind(f)
-    blank = raw is None or (isinstance(raw, str) and not raw.strip())
-    if kind in (list, tuple):
-        if not isinstance(raw, str):
-            return list(raw or [])
-        try:
-            value = [] if blank else yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            raise UserInputError(f"{f.name} is not valid YAML: {str(error).splitlines()[0]}") from None
-        if not isinstance(value, list):
-            raise UserInputError(f"{f.name} {raw!r}: give a YAML list such as [a, b]")
-        return value
-    if kind is bool:
-        return bool(raw)
-    if kind is str:
-        return None if optional and blank else str(raw or "").strip()
-    if blank:
-        if optional:
-            return None
-        raise UserInputError(f"{f.name} is blank: give a number")
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{f.name} {raw!r}: give a number") from None
-    if kind is int and number != int(number):
-        raise UserInputError(f"{f.name} {raw!r}: give a whole number")
-    return int(number) if kind is int else number
-
-
-def form_config(values) -> TrainConfig:
-    """The config the form's values (in field order) describe, validated."""
-    return TrainConfig.from_dict({f.name: field_value(f, raw) for f, raw in zip(FIELDS, values)}, "the form")
+# what the API takes
 
 
 def named_after_fields(fn, *leading: str):
@@ -165,60 +93,10 @@ def loss_frame(store: Store, run_id: int) -> pd.DataFrame | None:
                          if row[series] is not None], columns=["step", "loss", "series"])
 
 
-def shown_steps(steps: list[int], most: int = GRID_COLUMNS) -> list[int]:
-    """At most `most` of `steps`, evenly spread, always the first and the newest."""
-    if len(steps) <= most:
-        return steps
-    return [steps[round(i * (len(steps) - 1) / (most - 1))] for i in range(most)]
-
-
-def sample_grid(cells: dict[tuple[int, int], PIL.Image.Image], prompts: dict[int, str], steps: list[int],
-                cell: int = CELL_PX) -> PIL.Image.Image:
-    """One picture of the samples: a row per prompt, a column per step, labelled; a missing cell is blank."""
-    font = ImageFont.load_default(size=13)
-    label_w, head_h, pad = 180, 22, 4
-    grid = PIL.Image.new("RGB", (label_w + len(steps) * (cell + pad), head_h + len(prompts) * (cell + pad)), "white")
-    draw = ImageDraw.Draw(grid)
-    for column, step in enumerate(steps):
-        draw.text((label_w + column * (cell + pad), 4), f"step {step}", fill="black", font=font)
-    for row, idx in enumerate(sorted(prompts)):
-        top = head_h + row * (cell + pad)
-        lines = wrapped(prompts[idx], draw, font, label_w - 8)
-        draw.multiline_text((4, top), "\n".join(lines[:cell // 16]), fill="black", font=font)
-        for column, step in enumerate(steps):
-            if (idx, step) in cells:
-                picture = ImageOps.contain(cells[idx, step].convert("RGB"), (cell, cell))
-                grid.paste(picture, (label_w + column * (cell + pad), top))
-    return grid
-
-
-def wrapped(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> list[str]:
-    lines = [""]
-    for word in text.split():
-        candidate = f"{lines[-1]} {word}".strip()
-        if draw.textlength(candidate, font=font) <= width or not lines[-1]:
-            lines[-1] = candidate
-        else:
-            lines.append(word)
-    return lines
-
-
 def samples_picture(store: Store, run_id: int) -> str | None:
-    """The run's samples grid as a PNG in the data folder, drawn again only when new samples came."""
-    rows = store.run_samples(run_id)
-    if not rows:
-        return None
-    folder = store.home / "sample-grids"
-    path = folder / f"run-{run_id}-{len(rows)}-{rows[-1]['step']}.png"
-    if not path.is_file():
-        steps = shown_steps(sorted({row["step"] for row in rows}))
-        cells = {(row["idx"], row["step"]): PIL.Image.open(row["path"])
-                 for row in rows if row["step"] in steps and Path(row["path"]).is_file()}
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob(f"run-{run_id}-*.png"):
-            old.unlink()
-        sample_grid(cells, {row["idx"]: row["prompt"] for row in rows}, steps).save(path)
-    return str(path)
+    """The run's samples grid as a PNG in the data folder (None before its first samples)."""
+    samples = store.run_samples(run_id)
+    return sample_grid_file(samples, store.home / "sample-grids", run_id)
 
 
 def run_view(store: Store, run_id) -> tuple:
@@ -235,7 +113,7 @@ def run_view(store: Store, run_id) -> tuple:
 # layout
 
 
-def config_form(config: TrainConfig) -> list:
+def config_inputs(config: TrainConfig) -> list:
     """An input per config field, showing `config`, in field order; lists (YAML text) go last, a row each."""
     values = dict(zip(FIELD_NAMES, form_values(config)))
 
@@ -313,19 +191,22 @@ def build(settings: Settings) -> None:
     launcher.reconcile(store)  # on studio start: runs that died while it was down are failed, the queue moves
     p = preset_bar(store.home)
     with gr.Accordion("Settings", open=True):
-        form = config_form(load_preset(DEFAULT_PRESET, store.home))
+        form = config_inputs(load_preset(DEFAULT_PRESET, store.home))
     c = control_panel()
     m = monitor_panel()
-    wire(store, p, form, c, m, gr.Timer(1.0))
+    wire_controls(store, form, c)
+    wire_monitor(store, c, m, gr.Timer(1.0))
+    wire_presets(store, p, form, c)
 
 
-def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: SimpleNamespace,
-         timer: gr.Timer) -> None:
+def wire_controls(store: Store, form: list, c: SimpleNamespace) -> None:
+    """Start a run from the form; stop, save, sample and resume the chosen one."""
+
     def train_start(name, *values):
         """Start a training run with the form's settings (queued while its devices are busy); returns its id
         and a message."""
         with shown_as_gr_error("starting the run"):
-            run_id = launcher.launch(store, resolve_config(form_config(values)), (name or "").strip())
+            run_id = launcher.launch(store, resolve_config(config_from_form(values)), (name or "").strip())
             run = launcher.get_run(store, run_id)
         where = "the CPU" if run["devices"] == "cpu" else f"GPU {run['devices']}"
         waiting = " (queued: another run holds its devices)" if run["status"] == "queued" else ""
@@ -354,12 +235,31 @@ def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: Si
                                       default_base=DEFAULT_BASE)
         return resumed, f"Resumed run {resumed}: it continues from its newest checkpoint."
 
+    c.start.click(named_after_fields(train_start, "name"), [c.name, *form], [c.run, c.message],
+                  api_name="train_start")
+    c.stop.click(train_stop, c.run, c.message, queue=False, api_name="train_stop")
+    c.save.click(train_save, c.run, c.message, queue=False, api_name="train_save")
+    c.sample.click(train_sample, c.run, c.message, queue=False, api_name="train_sample")
+    c.resume.click(train_resume, c.run, [c.run, c.message], api_name="train_resume")
+
+
+def wire_monitor(store: Store, c: SimpleNamespace, m: SimpleNamespace, timer: gr.Timer) -> None:
+    """The runs table, and the log, losses, samples and command of the chosen run, on every tick."""
+
     def train_runs(run_id=None):
         """The runs (newest first), then the log, losses, samples grid and command of run `run_id`
         (blank: the newest)."""
         with shown_as_gr_error("reading the runs"):
             launcher.reconcile(store)
             return run_rows(store), *run_view(store, run_id)
+
+    timer.tick(train_runs, c.run, [m.runs, m.log, m.loss, m.samples, m.command], api_name="train_runs",
+               show_progress="hidden")
+    m.runs.select(selected_id, None, c.run, api_visibility="private")
+
+
+def wire_presets(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace) -> None:
+    """Fill the form from a preset, or save the form as one."""
 
     def train_preset_load(preset):
         """The settings of a preset (built in, or saved in the data folder), in field order."""
@@ -369,22 +269,9 @@ def wire(store: Store, p: SimpleNamespace, form: list, c: SimpleNamespace, m: Si
     def train_preset_save(preset_name, *values):
         """Save the settings as a YAML preset in the data folder; returns the preset list and a message."""
         with shown_as_gr_error("saving the preset"):
-            path = save_preset(form_config(values), (preset_name or "").strip(), store.home)
+            path = save_preset(config_from_form(values), (preset_name or "").strip(), store.home)
         return gr.Dropdown(choices=preset_names(store.home), value=path.stem), f"Saved preset `{path}`"
 
-    c.start.click(named_after_fields(train_start, "name"), [c.name, *form], [c.run, c.message],
-                  api_name="train_start")
-    c.stop.click(train_stop, c.run, c.message, queue=False, api_name="train_stop")
-    c.save.click(train_save, c.run, c.message, queue=False, api_name="train_save")
-    c.sample.click(train_sample, c.run, c.message, queue=False, api_name="train_sample")
-    c.resume.click(train_resume, c.run, [c.run, c.message], api_name="train_resume")
-    timer.tick(train_runs, c.run, [m.runs, m.log, m.loss, m.samples, m.command], api_name="train_runs",
-               show_progress="hidden")
     p.load.click(train_preset_load, p.preset, form, api_name="train_preset_load")
     p.save.click(named_after_fields(train_preset_save, "preset_name"), [p.name, *form], [p.preset, c.message],
                  api_name="train_preset_save")
-    m.runs.select(select_run, None, c.run, api_visibility="private")
-
-
-def select_run(event: gr.SelectData):
-    return (event.row_value or [None])[0]

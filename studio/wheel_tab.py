@@ -1,32 +1,27 @@
 """The Data wheel tab: run the wheel's stages as background jobs, review the curated pairs, export.
 
-Layout and event wiring only. A stage runs as `dsd wheel STAGE` in a job process of its own
-(`pipeline.jobs`), so it survives page reloads; the tab reads the store on a timer. API names:
-`wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`, `wheel_review`, `wheel_export`.
+Layout and event wiring only. A stage runs as `dsd wheel STAGE` in a job process of its own, started
+from its settings (`studio.forms.wheel_stage`, `studio.shared.start_stage`), so it survives page reloads;
+the tab reads the store on a timer. API names: `wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`,
+`wheel_review`, `wheel_export`.
 Keyboard, while no text box has the focus: a accept, r reject, f flag, j / right next, k / left previous.
 """
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from pipeline.wheel.dataset import CAPTION_STYLES, export_pairs
-from pipeline.errors import UserInputError
-from pipeline.wheel.grids import LAYOUTS, Layout
-from pipeline.images import parse_size
-from pipeline.jobs import dsd_command, reconcile, start_job
-from pipeline.providers import make_provider
 from pipeline.generation.generate import Settings
+from pipeline.jobs import reconcile
 from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
+from pipeline.wheel.dataset import CAPTION_STYLES, export_pairs
+from pipeline.wheel.grids import LAYOUTS
 from pipeline.wheel.stages import review_pair, review_queue, wheel_stats
-from studio.generate_tab import shown_as_gr_error
-from studio.jobs_view import JOB_HEADERS, job_log, job_rows, select_job, stop_job
+from studio.forms import RUNNABLE_STAGES, wheel_stage
+from studio.shared import JOB_HEADERS, job_log, job_rows, selected_id, shown_as_gr_error, start_stage, stop_job
 
-RUNNABLE = ("captions", "prompts", "grids", "pairs", "curate")
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
 PAIRS_SHOWN = 2000
 SHORTCUTS = {"a": "wheel-accept", "r": "wheel-reject", "f": "wheel-flag", "j": "wheel-next",
@@ -53,65 +48,6 @@ PAGE_JS = """() => {
     button.click();
   });
 }""" % (json.dumps(PICTURES_CSS), json.dumps(SHORTCUTS))
-
-
-# what the forms mean
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """The Run form; blank provider or teacher fields mean the offline embedded default."""
-
-    stage: str
-    limit: int | None = None
-    source: str = ""
-    writer: str = ""
-    layout: str = "2x2"
-    teacher: str = ""
-    per_prompt: int = 1
-    size: str = ""
-    steps: int = 28
-    judge: str = ""
-    concurrency: int = 4
-
-
-def whole_number(name: str, value, minimum: int = 1) -> int:
-    if value is None or float(value) != int(value) or int(value) < minimum:
-        raise UserInputError(f"{name} {value!r}: give a whole number of at least {minimum}")
-    return int(value)
-
-
-def provider_flag(flag: str, spec: str) -> list[str]:
-    """`[flag, spec]` once the spec is known to build a provider (API key present), else nothing."""
-    spec = (spec or "").strip()
-    if not spec:
-        return []
-    make_provider(spec)
-    return [flag, spec]
-
-
-def stage_flags(s: StageSettings) -> list[str]:
-    """The `dsd wheel STAGE` flags for the form, checked: a bad value is a one-line UserInputError."""
-    if s.stage not in RUNNABLE:
-        raise UserInputError(f"unknown stage {s.stage!r}: use one of {', '.join(RUNNABLE)}")
-    flags = [] if s.limit in (None, "") else ["--limit", str(whole_number("limit", s.limit))]
-    if s.stage == "captions" and (s.source or "").strip():
-        source = Path(s.source.strip()).expanduser()
-        if not source.is_file():
-            raise UserInputError(f"caption file {str(source)!r} does not exist on the server: give the path "
-                                 "of a txt, csv, jsonl or parquet file, or leave it blank for the built-in set")
-        flags += ["--from", str(source.resolve())]
-    if s.stage == "prompts":
-        flags += provider_flag("--writer", s.writer) + ["--layout", str(Layout.parse(s.layout or "2x2"))]
-    if s.stage == "grids":
-        flags += ["--teacher", s.teacher.strip()] if (s.teacher or "").strip() else []
-        flags += ["--per-prompt", str(whole_number("grids per prompt", s.per_prompt)),
-                  "--steps", str(whole_number("steps", s.steps))]
-        if (s.size or "").strip():
-            flags += ["--size", "{}x{}".format(*parse_size(s.size.strip()))]
-    if s.stage == "curate":
-        flags += provider_flag("--judge", s.judge) + ["--concurrency", str(whole_number("concurrency", s.concurrency))]
-    return flags
 
 
 # what the tab shows
@@ -173,7 +109,7 @@ def run_form() -> SimpleNamespace:
     """The Run inputs, in the order `wheel_start` takes them."""
     f = SimpleNamespace()
     with gr.Row():
-        f.stage = gr.Dropdown(list(RUNNABLE), value="captions", label="Stage", elem_id="wheel-stage")
+        f.stage = gr.Dropdown(list(RUNNABLE_STAGES), value="captions", label="Stage", elem_id="wheel-stage")
         f.limit = gr.Number(None, label="Limit", info="blank: everything pending", precision=0, elem_id="wheel-limit")
     with gr.Group(visible=True) as f.captions:
         f.source = gr.Textbox("", label="Caption file", placeholder="blank: the built-in set; or a txt, csv, jsonl or "
@@ -272,11 +208,8 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
                     size="", steps=28, judge="", concurrency=4):
         """Start a wheel stage as a background job; returns its job id and a message."""
         with shown_as_gr_error("starting the stage"):
-            flags = stage_flags(StageSettings(stage, limit, source, writer, layout, teacher, per_prompt, size,
-                                              steps, judge, concurrency))
-            home = str(store.home.resolve())
-            job_id = start_job(store, f"wheel:{stage}", dsd_command("wheel", stage, "--home", home, *flags))
-        return job_id, f"Started job {job_id}: `dsd wheel {stage} {' '.join(flags)}`"
+            return start_stage(store, wheel_stage(stage, limit, source, writer, layout, teacher, per_prompt, size,
+                                                  steps, judge, concurrency))
 
     def wheel_stop(job_id=None):
         """Ask a wheel job (blank: the newest running one) to stop after its current item."""
@@ -302,7 +235,7 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     r.stop.click(wheel_stop, r.job, r.message, queue=False, api_name="wheel_stop")
     timer.tick(wheel_jobs, r.job, [r.jobs, r.log, r.stats], api_name="wheel_jobs", show_progress="hidden")
     r.export.click(wheel_export, [r.caption_style, r.reviewed_only], [r.file, r.message], api_name="wheel_export")
-    r.jobs.select(select_job, None, r.job, api_visibility="private")
+    r.jobs.select(selected_id, None, r.job, api_visibility="private")
 
 
 def wire_review(store: Store, v: SimpleNamespace) -> None:

@@ -28,20 +28,11 @@ def execute(store: Store, run_id: int) -> TrainResult:
                   f"{metrics['loss_reference']:.4f}, target {metrics['loss_target']:.4f})  lr {metrics['lr']:.2e}  "
                   f"{metrics['steps_per_s']:.2f} steps/s", flush=True)
 
-    try:
+    with reporter.finishing():
         result = train(config, store.home, store, run_id, on_metrics=report)
-    except UserInputError as error:
-        reporter.finish("failed", str(error))
-        raise
-    except KeyboardInterrupt:  # the launcher's backstop after an ignored stop request
-        reporter.finish("stopped" if reporter.should_stop() else "failed", "interrupted")
-        raise
-    except BaseException as error:
-        reporter.finish("failed", f"{type(error).__name__}: {str(error)[:300]}")
-        raise
-    if main_rank:
         reporter.progress(result.step, config.steps, force=True)
-        reporter.finish("stopped" if result.stopped else "done")
+        reporter.stopped = result.stopped
+    if main_rank:
         print(f"weights written to {result.weights}", flush=True)
         launcher.start_queued(store)
     return result

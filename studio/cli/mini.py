@@ -21,9 +21,9 @@ from pathlib import Path
 from pipeline.errors import UserInputError
 
 
-def add_mini_commands(commands, common: argparse.ArgumentParser, parser_class) -> None:
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
     mini = commands.add_parser("mini", parents=[common], help="the whole method in miniature, on a CPU")
-    stages = mini.add_subparsers(dest="stage", required=True, parser_class=parser_class)
+    stages = mini.add_subparsers(dest="stage", required=True)
     teacher = stages.add_parser("train-teacher", parents=[common], help="VAE + tiny FLUX text-to-image of the world")
     teacher.add_argument("--out", type=Path, required=True)
     teacher.add_argument("--steps", type=int, help="transformer steps (default 4000)")

@@ -5,10 +5,13 @@ import signal
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from pipeline.jobs import dsd_command, reconcile, request_stop, start_job
+from pipeline.errors import UserInputError
+from pipeline.jobs import JobReporter, create_job, reconcile, request_stop, start_job
 from pipeline.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,11 +34,22 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@dataclass(frozen=True)
+class Script:
+    """Job settings whose command is a given argument list."""
+
+    kind: str
+    argv: list[str]
+
+    def command(self, home: Path) -> list[str]:
+        return self.argv
+
+
 @pytest.fixture
 def worker(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(root=ROOT))
-    return [sys.executable, str(script), str(tmp_path / "home")]
+    return Script("test", [sys.executable, str(script), str(tmp_path / "home")])
 
 
 def wait_for(predicate, seconds: float = 30):
@@ -56,7 +70,8 @@ def job(store, job_id):
 def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the studio may be started from anywhere
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "wheel:stats", dsd_command("wheel", "stats", "--home", str(store.home)))
+    job_id = start_job(store, Script("wheel:stats", [sys.executable, "-m", "studio.cli", "wheel", "stats", "--home",
+                                                     str(store.home)]))
     assert wait_for(lambda: job(store, job_id)["status"] != "running", 120)
     finished = job(store, job_id)
     assert finished["status"] == "done", finished
@@ -65,7 +80,7 @@ def test_a_stage_runs_as_a_job_and_finishes_done(tmp_path, monkeypatch):
 
 def test_stop_flag_is_honoured_and_work_reported(tmp_path, worker):
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "test", worker)
+    job_id = start_job(store, worker)
     assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 3)
     request_stop(store, job_id)
     assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
@@ -74,7 +89,7 @@ def test_stop_flag_is_honoured_and_work_reported(tmp_path, worker):
 
 def test_a_killed_job_is_marked_failed_with_its_last_log_line(tmp_path, worker):
     store = Store(tmp_path / "home")
-    job_id = start_job(store, "test", worker)
+    job_id = start_job(store, worker)
     assert wait_for(lambda: (job(store, job_id)["done"] or 0) >= 2)
     os.killpg(job(store, job_id)["pid"], signal.SIGKILL)
     assert wait_for(lambda: job(store, job_id)["status"] != "running")
@@ -85,9 +100,64 @@ def test_a_killed_job_is_marked_failed_with_its_last_log_line(tmp_path, worker):
 def test_an_ignored_stop_is_escalated_to_signals(tmp_path):
     store = Store(tmp_path / "home")
     stubborn = [sys.executable, "-c", "import time\nprint('busy', flush=True)\nwhile True: time.sleep(0.05)"]
-    job_id = start_job(store, "test", stubborn)
+    job_id = start_job(store, Script("test", stubborn))
     assert wait_for(lambda: "busy" in open(job(store, job_id)["log_path"]).read())
     request_stop(store, job_id)
     asked = job(store, job_id)["stop_requested"]
     reconcile(store, now=asked + 31)  # past the grace: SIGINT to the group
     assert wait_for(lambda: job(store, job_id)["status"] == "stopped")
+
+
+def ended(store: Store, work) -> dict:
+    """The row of a job whose work ran inside `JobReporter.finishing`, and what escaped the block."""
+    reporter = JobReporter(store, create_job(store, "test", [], status="running"))
+    escaped = None
+    try:
+        with reporter.finishing():
+            work(reporter)
+    except BaseException as error:  # noqa: BLE001 (the block lets every error go on)
+        escaped = error
+    return {**store.get("jobs", reporter.job_id), "escaped": type(escaped).__name__ if escaped else None}
+
+
+def interrupted_after_a_stop(reporter: JobReporter):
+    request_stop(reporter.store, reporter.job_id)
+    raise KeyboardInterrupt
+
+
+def honoured_a_stop(reporter: JobReporter):
+    reporter.stopped = True
+
+
+def refused(reporter: JobReporter):
+    raise UserInputError("no captions: run the captions stage first")
+
+
+def crashed(reporter: JobReporter):
+    raise RuntimeError("x" * 1000)
+
+
+def interrupted(reporter: JobReporter):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("work", "status", "error", "escaped"), [
+    (lambda reporter: None, "done", None, None),
+    (honoured_a_stop, "stopped", None, None),
+    (refused, "failed", "no captions: run the captions stage first", "UserInputError"),
+    (crashed, "failed", "RuntimeError: " + "x" * 300, "RuntimeError"),
+    (interrupted, "failed", "interrupted", "KeyboardInterrupt"),
+    (interrupted_after_a_stop, "stopped", "interrupted", "KeyboardInterrupt"),
+], ids=["done", "stopped by the work", "user error", "crash", "interrupt", "interrupt after a stop request"])
+def test_how_a_job_ends_is_recorded_once_for_every_kind(tmp_path, work, status, error, escaped):
+    row = ended(Store(tmp_path), work)
+    assert (row["status"], row["error"], row["escaped"]) == (status, error, escaped)
+    assert row["ended_at"]
+
+
+def test_a_job_that_is_not_a_job_records_nothing(tmp_path):
+    """A stage run by hand (no --job) or a training rank other than 0 has no job row to write."""
+    store = Store(tmp_path)
+    with pytest.raises(UserInputError), JobReporter(store, None).finishing():
+        raise UserInputError("bad")
+    assert store.jobs("") == []

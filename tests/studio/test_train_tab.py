@@ -11,13 +11,11 @@ from gradio_client import Client
 
 from pipeline.errors import UserInputError
 from pipeline.store import Store
-from studio.train_tab import sample_grid, shown_steps
 from train import launcher
 from train.checkpoints import checkpoints
 from train.config import TrainConfig
 
 FIELD_ORDER = [f.name for f in fields(TrainConfig)]
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
 @dataclass
@@ -96,21 +94,6 @@ def test_a_run_trains_in_the_background_and_every_button_acts_on_it(start_studio
     assert "accelerate.commands.launch" in ended.command and ended.command.endswith(f"--job {run_id}")
     assert resumed_id == run_id and "Resumed run" in resuming and f"resumed from step {stopped_at}" in resumed.log
     assert launcher.get_run(store, run_id)["status"] == "stopped"
-
-
-def test_the_samples_grid_has_a_row_per_prompt_and_a_column_per_step():
-    cat, coffee = (PIL.Image.open(EXAMPLES / name) for name in ("cat.jpg", "coffee.jpg"))
-    cells = {(0, 10): cat, (1, 10): coffee, (0, 20): cat}  # (1, 20) is missing: drawn blank
-
-    grid = sample_grid(cells, {0: "the cat", 1: "the cup of coffee"}, [10, 20], cell=64)
-    narrow = sample_grid(cells, {0: "the cat", 1: "the cup of coffee"}, [10], cell=64)
-
-    column = grid.width - narrow.width
-    assert column >= 64 and grid.height == narrow.height > 2 * 64
-    right, bottom = grid.width - column + 32, grid.height - 32  # the middle of the last cell
-    assert grid.getpixel((right, bottom)) == (255, 255, 255), "a missing sample is a blank cell"
-    assert grid.getpixel((right, bottom - 64 - 4)) != (255, 255, 255), "the cat at step 20 is drawn"
-    assert shown_steps(list(range(100, 2100, 100)), 5) == [100, 600, 1100, 1500, 2000]
 
 
 BAD_SETTINGS = [

@@ -1,22 +1,57 @@
-"""What a tab shows of its background jobs (wheel stages, evaluation stages): the table, the log, stop.
+"""What the tabs share: a user's error shown as one line, the id of a clicked table row, and the start, table,
+log and stop button of a tab's background jobs (wheel stages, evaluation stages).
 
 Jobs of one tab share a kind prefix ("wheel:", "eval:"); the rest of the kind is the stage.
 """
 
+import logging
+from contextlib import contextmanager
 from datetime import datetime
 
 import gradio as gr
 
 from pipeline.errors import UserInputError
-from pipeline.jobs import log_tail, request_stop
+from pipeline.jobs import log_tail, request_stop, start_job
+from pipeline.providers import ProviderError
 from pipeline.store import Store
+from studio.job_settings import StageSettings
 
+USER_ERRORS = (UserInputError, ProviderError)
 JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
 JOBS_SHOWN, LOG_BYTES = 20, 6000
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def shown_as_gr_error(action: str):
+    """User errors become their one-line message; anything else is logged and summarised."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as error:
+        log.info("%s refused: %s", action, error)
+        raise gr.Error(" ".join(str(error).split()), print_exception=False) from None
+    except Exception:
+        log.exception("%s failed", action)
+        raise gr.Error(f"{action} failed with an internal error; the studio's log has the details",
+                       print_exception=False) from None
+
+
+def selected_id(event: gr.SelectData):
+    """The first cell (the id) of the table row a person clicked."""
+    return (event.row_value or [None])[0]
 
 
 def local_time(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+
+
+def start_stage(store: Store, settings: StageSettings) -> tuple[int, str]:
+    """Start a stage as a job; returns its id and a message with the command it runs."""
+    job_id = start_job(store, settings)
+    return job_id, f"Started job {job_id}: `{settings.shell_line()}`"
 
 
 def job_rows(store: Store, prefix: str) -> list[list]:
@@ -39,7 +74,3 @@ def stop_job(store: Store, prefix: str, job_id, what: str) -> int:
         raise UserInputError(f"no running {what} job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
     request_stop(store, jobs[0]["id"])
     return jobs[0]["id"]
-
-
-def select_job(event: gr.SelectData):
-    return (event.row_value or [None])[0]

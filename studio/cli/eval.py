@@ -1,0 +1,55 @@
+"""`dsd eval sample|judge|metrics|report`: the DreamBench++ protocol (see pipeline/evaluation/stages.py).
+
+Each stage's flags are its settings' fields (`studio.job_settings`); the Evaluate tab starts the same
+command as a job.
+"""
+
+import argparse
+import json
+
+from studio.job_settings import EVAL_STAGES, JudgeStage, MetricsStage, SampleStage, StageSettings
+
+
+def add_commands(commands, common: argparse.ArgumentParser, job: argparse.ArgumentParser) -> None:
+    evaluation = commands.add_parser("eval", parents=[common], help="evaluate a model: DreamBench++ judge, CLIP/DINO")
+    stages = evaluation.add_subparsers(dest="stage", required=True)
+    for settings in EVAL_STAGES.values():
+        settings.add_parser(stages, [job])
+
+
+def run_eval(args) -> int:
+    from pipeline.jobs import JobReporter
+    from pipeline.store import Store, data_home
+
+    store = Store(data_home(getattr(args, "home", None)))
+    reporter = JobReporter(store, getattr(args, "job", None))
+    with reporter.finishing():
+        print(run_stage(store, EVAL_STAGES[args.stage].from_args(args), reporter))
+    return 0
+
+
+def run_stage(store, stage: StageSettings, reporter) -> str:
+    """Run one stage; returns what it prints."""
+    from pipeline.evaluation import stages as evaluation
+    from studio.resolve import resolve_model
+
+    progress = lambda done, total: reporter.progress(done, total, force=done == total)  # noqa: E731
+    match stage:
+        case SampleStage():
+            eval_id = stage.evaluation_id(store)
+            model = resolve_model(evaluation.recorded_model(evaluation.get_eval(store, eval_id)))
+            made = evaluation.sample_items(store, eval_id, stage.limit, on_progress=progress, model=model)
+            return (f"evaluation {eval_id} ({stage.name}): {made} new pictures, "
+                    f"{store.count_eval_samples(eval_id)} in all")
+        case JudgeStage():
+            judge = evaluation.judge_from_options(stage.judge_url, stage.judge_model, stage.judge_spec)
+            added = evaluation.judge_samples(store, stage.evaluation, judge, stage.runs, stage.templates,
+                                             stage.concurrency, on_progress=progress)
+            return f"{added} judgements by {judge.name} at {judge.endpoint}"
+        case MetricsStage():
+            values = evaluation.feature_metrics(store, stage.evaluation, stage.clip, stage.dino, stage.dinov2)
+            return f"{values} metric values"
+    result = evaluation.report(store, stage.evaluation, stage.runs, allow_partial=stage.partial)
+    if stage.csv:
+        evaluation.write_csv(store, stage.evaluation, stage.csv)
+    return json.dumps(result, indent=1) if stage.json else evaluation.markdown_table(result)

@@ -1,0 +1,168 @@
+"""What the tabs' forms mean: their values as the settings objects the method and the jobs take.
+
+Plain functions, no Gradio: each takes the values of a form's inputs (as a browser or an API caller sends
+them: numbers may be floats or None, text may be blank) and returns the settings, checked, or raises one
+UserInputError that names the bad field and says what to give instead. The Train tab's form, generated
+from `TrainConfig`, is `studio.config_form`.
+"""
+
+from pathlib import Path
+
+from pipeline.errors import UserInputError
+from pipeline.evaluation.stages import judge_from_options
+from pipeline.generation.generate import GenerateRequest
+from pipeline.generation.weights import ModelSpec
+from pipeline.images import parse_size
+from pipeline.providers import make_provider
+from pipeline.wheel.grids import Layout
+from studio.job_settings import (CaptionsStage, CurateStage, GridsStage, JudgeStage, MetricsStage, PairsStage,
+                                 PromptsStage, SampleStage, StageSettings)
+
+RUNNABLE_STAGES = ("captions", "prompts", "grids", "pairs", "curate")  # the wheel stages the tab starts
+
+
+# values every form has
+
+
+def whole_number(name: str, value, minimum: int = 1) -> int:
+    if value is None or float(value) != int(value) or int(value) < minimum:
+        raise UserInputError(f"{name} {value!r}: give a whole number of at least {minimum}")
+    return int(value)
+
+
+def text(value) -> str | None:
+    """A text box's value without its surrounding spaces; None when blank."""
+    return (value or "").strip() or None
+
+
+def existing_folder(name: str, value) -> str | None:
+    """The absolute path of a folder that exists on the server; None for a blank field."""
+    if not text(value):
+        return None
+    path = Path(text(value)).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"{name} folder {text(value)!r} does not exist on the server")
+    return str(path.resolve())
+
+
+def provider_spec(value) -> str | None:
+    """A provider spec, once it is known to build a provider (its API key is there); None for a blank field."""
+    spec = text(value)
+    if spec:
+        make_provider(spec)
+    return spec
+
+
+# the Generate tab
+
+
+def model_spec(base: str | None, dsd: str | None, lora: str | None, dtype: str | None) -> ModelSpec:
+    """The Model fields; an empty field is the default (the embedded base, no DSD weights, no LoRA)."""
+    return ModelSpec(base=text(base), dsd=text(dsd), lora=text(lora), dtype=dtype or "auto")
+
+
+def uploaded_path(reference) -> str | None:
+    """The uploaded reference file, as the server stored it.
+
+    The generate event skips gradio's preprocessing: `gr.Image` opens every upload with PIL first,
+    so a broken file or a decompression bomb would fail there with a generic error. The raw value
+    is the upload's file data (already checked to lie in gradio's upload folder); `load_image`
+    then refuses bad pictures with a clear message.
+    """
+    return reference.get("path") if isinstance(reference, dict) else reference
+
+
+def generation_request(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                     image_guidance, text_guidance, fit, keep_reconstruction, enhance) -> GenerateRequest:
+    reference = uploaded_path(reference)
+    if not reference:
+        raise UserInputError("no reference picture: upload one (or pick an example below)")
+    width, height = parse_size(size)
+    if not randomise and seed is None:
+        raise UserInputError("the seed is empty: type a whole number or tick 'random seed'")
+    return GenerateRequest(
+        image=reference, prompt=prompt or "", mode=mode, width=width, height=height, steps=int(steps),
+        seed=None if randomise else int(seed), num_images=int(num_images), guidance=float(guidance),
+        image_guidance=float(image_guidance), text_guidance=float(text_guidance), fit=fit,
+        keep_reconstruction=bool(keep_reconstruction), enhance=bool(enhance),
+    )
+
+
+# the Data wheel tab
+
+
+def caption_file(value) -> str | None:
+    if not text(value):
+        return None
+    source = Path(text(value)).expanduser()
+    if not source.is_file():
+        raise UserInputError(f"caption file {str(source)!r} does not exist on the server: give the path "
+                             "of a txt, csv, jsonl or parquet file, or leave it blank for the built-in set")
+    return str(source.resolve())
+
+
+def wheel_stage(stage, limit=None, source="", writer="", layout="2x2", teacher="", per_prompt=1, size="",
+                steps=28, judge="", concurrency=4) -> StageSettings:
+    """The Run form as the settings of its stage; only the stage's own fields are read. Blank provider or
+    teacher fields mean the offline embedded default."""
+    if stage not in RUNNABLE_STAGES:
+        raise UserInputError(f"unknown stage {stage!r}: use one of {', '.join(RUNNABLE_STAGES)}")
+    limit = None if limit in (None, "") else whole_number("limit", limit)
+    if stage == "captions":
+        return CaptionsStage(source=caption_file(source), limit=limit)
+    if stage == "prompts":
+        return PromptsStage(writer=provider_spec(writer), layout=str(Layout.parse(layout or "2x2")), limit=limit)
+    if stage == "grids":
+        return GridsStage(teacher=text(teacher), per_prompt=whole_number("grids per prompt", per_prompt),
+                          steps=whole_number("steps", steps),
+                          size="{}x{}".format(*parse_size(text(size))) if text(size) else None, limit=limit)
+    if stage == "pairs":
+        return PairsStage(limit=limit)
+    return CurateStage(judge=provider_spec(judge), concurrency=whole_number("concurrency", concurrency), limit=limit)
+
+
+# the Evaluate tab
+
+
+def evaluation_name(value) -> str:
+    if not text(value):
+        raise UserInputError("give the evaluation a name")
+    return text(value)
+
+
+def sample_stage(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512,
+                 steps=28) -> SampleStage:
+    """The Sample fields: a training run or base and DSD folders, and the sampling settings."""
+    name, benchmark = evaluation_name(name), existing_folder("benchmark", benchmark)
+    if run not in (None, ""):
+        if text(base) or text(dsd):
+            raise UserInputError("a training run brings its own base and weights: leave the base and DSD fields blank")
+        run, base, dsd = whole_number("training run", run), None, None
+    else:
+        run, base, dsd = None, existing_folder("base", base), existing_folder("dsd", dsd)
+    if seed is None or float(seed) != int(seed):
+        raise UserInputError(f"seed {seed!r}: give a whole number")
+    per_prompt, size = whole_number("pictures per prompt", per_prompt), whole_number("size", size, 16)
+    steps = whole_number("steps", steps)
+    if size % 16:
+        raise UserInputError(f"size {size}: give a multiple of 16")
+    return SampleStage(name=name, benchmark=benchmark, base=base, dsd=dsd, run=run, per_prompt=per_prompt,
+                       seed=int(seed), size=size, steps=steps)
+
+
+def judge_stage(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4) -> JudgeStage:
+    """The Judge fields: an OpenAI-compatible URL and model, or a spec. The judge is built once here, so a
+    missing key or half a judge is refused before a job starts."""
+    url, model, spec = text(judge_url), text(judge_model), text(judge_spec)
+    name = evaluation_name(name)
+    judge_from_options(url, model, spec)
+    return JudgeStage(evaluation=name, judge_url=url, judge_model=model, judge_spec=None if url or model else spec,
+                      runs=whole_number("runs", runs), concurrency=whole_number("concurrency", concurrency))
+
+
+def metrics_stage(name, clip="", dino="", dinov2="") -> MetricsStage:
+    stage = MetricsStage(evaluation=evaluation_name(name), clip=existing_folder("clip", clip),
+                         dino=existing_folder("dino", dino), dinov2=existing_folder("dinov2", dinov2))
+    if not (stage.clip or stage.dino or stage.dinov2):
+        raise UserInputError("give at least one checkpoint folder: CLIP, DINO or DINOv2")
+    return stage
