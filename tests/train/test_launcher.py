@@ -54,7 +54,8 @@ def test_two_processes_on_cpu_train_in_step_and_write_one_set_of_everything(tmp_
     assert len(run["rank_digests"]) == 2 and len(set(run["rank_digests"])) == 1
     # The run's weights generate, picked by run id (the Generate tab offers the same choice).
     assert launcher.runs_with_weights(store)[0][1] == run_id
-    assert launcher.run_model_fields(store, run_id) == ("", run["weights"])
+    # The preset names its base (the miniature's teacher), so the run records the base it trained on.
+    assert launcher.run_model_fields(store, run_id) == (str(ROOT / "assets" / "mini" / "teacher"), run["weights"])
     out = tmp_path / "out.png"
     result = subprocess.run([*DSD, "generate", "--home", str(store.home), "--run", str(run_id), "--image",
                              str(ROOT / "assets/examples/cat.jpg"), "--prompt", "the cat", "--size", "64",
