@@ -22,8 +22,11 @@ DSD = [sys.executable, "-m", "studio.cli"]
 
 
 def smoke(**changes):
-    """The cpu-smoke preset (the embedded model on the three example pairs), quieter and changed."""
-    return replace(load_preset("cpu-smoke"), sample_every=0, sample_count=1, sample_steps=2, **changes)
+    """The cpu-smoke preset (the embedded model on the three example pairs), quieter and changed, then
+    validated as `dsd train --preset` validates a preset with its flags."""
+    config = replace(load_preset("cpu-smoke"), sample_every=0, sample_count=1, sample_steps=2, **changes)
+    config.validate()
+    return config
 
 
 def wait_until(store: Store, run_id: int, predicate, seconds: float = 240) -> dict:
