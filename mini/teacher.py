@@ -31,13 +31,13 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from mini.prompts import world_grid_prompt
-from pipeline.wheel.grids import Layout
 from mini import GUTTER, PANEL, world
+from mini.prompts import world_grid_prompt
 from pipeline.flow import add_noise, schedule_shift
 from pipeline.generation.tiny_flux import TinyConfig, build_tiny_components
 from pipeline.generation.weights import SAMPLING_FILE
 from pipeline.images import compose_grid
+from pipeline.wheel.grids import Layout
 
 TEXT_TOKENS = 104  # the longest grid prompt of the world is 103 tokens with </s>
 TEACHER_CONFIG = TinyConfig(layers=4, single_layers=4, heads=4, head_dim=32, text_dim=64,

@@ -77,8 +77,8 @@ class DSDPipeline(FluxPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """A saved DSD pipeline folder. diffusers finds the transformer's module by the name its
-        `model_index.json` records, among the modules already imported; folders saved before the
-        method moved into `pipeline.generation` record it as `pipeline.model`."""
+        `model_index.json` records, among the modules already imported: `pipeline.generation.model`,
+        or `pipeline.model` in folders saved by earlier versions."""
         from pipeline.generation import model
 
         sys.modules.setdefault("pipeline.model", model)
