@@ -47,6 +47,8 @@ class Provider(Protocol):
         ...
 
 
+# `status_error` words every refused or missing key as "(HTTP 401)" or "(HTTP 403)" (the Gemini
+# provider reports its 400 API_KEY_INVALID as 401): the message is what a caller can test.
 _AUTH_FAILURE = re.compile(r"\(HTTP 40[13]\)")
 
 

@@ -13,7 +13,7 @@ from pipeline.errors import UserInputError
 from mini import GRID, world
 from mini.teacher import TeacherSettings, training_grid
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
 
 

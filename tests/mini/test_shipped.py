@@ -15,7 +15,7 @@ import torch
 from pipeline.wheel.grids import panel_problem, split_grid
 from mini import ASSETS, GRID, JUDGE, PANEL, STUDENT, TEACHER, world
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 # A held-out subject (never in any training set of the miniature), as in the Generate tab's examples.
 SUBJECT = world.Identity(shape="star", body="purple", pattern="plain", accent="white", accessory="hat")
 # How far a rerun of the report on another machine may drift from the shipped figures: CPU kernels
