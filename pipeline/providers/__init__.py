@@ -54,4 +54,5 @@ def judge_provider(spec: str | None = None, url: str | None = None, model: str |
 
 def endpoint(provider: Provider) -> str:
     """Where a provider's requests go, as results record it."""
-    return getattr(provider, "base_url", None) or {"gemini": "Gemini API", "openai": "OpenAI API"}[provider.name]
+    default = {"gemini": "Gemini API", "openai": "OpenAI API"}.get(provider.name, provider.name)
+    return getattr(provider, "base_url", None) or default

@@ -57,7 +57,7 @@ def test_two_processes_on_cpu_train_in_step_and_write_one_set_of_everything(tmp_
     assert len(run["rank_digests"]) == 2 and len(set(run["rank_digests"])) == 1
     # The run's weights generate, picked by run id (the Generate tab offers the same choice).
     assert launcher.runs_with_weights(store)[0][1] == run_id
-    assert launcher.run_model_fields(store, run_id) == ("", run["weights"])
+    assert launcher.run_model_fields(store, run_id) == (load_preset("cpu-smoke").base, run["weights"])
     out = tmp_path / "out.png"
     result = subprocess.run([*DSD, "generate", "--home", str(store.home), "--run", str(run_id), "--image",
                              str(ROOT / "assets/examples/cat.jpg"), "--prompt", "the cat", "--size", "64",
