@@ -88,6 +88,7 @@ class DSDPipeline(FluxPipeline):
         """FLUX's `encode_prompt`; prompts are padded to the model's own text length (see `text_length`)."""
         return super().encode_prompt(*args, max_sequence_length=max_sequence_length or text_length(self), **kwargs)
 
+    # One function on purpose, as diffusers' pipelines are: its numbered steps read as section 3.2.
     @torch.no_grad()
     def __call__(
         self,
