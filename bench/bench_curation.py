@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.wheel.curation import VLMJudge, curate  # noqa: E402
+from pipeline.wheel.curation import VLMCurator, curate  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
 from pipeline.providers import OpenAICompatibleProvider  # noqa: E402
 from tests.fake_api import FakeAPI  # noqa: E402
@@ -48,11 +48,11 @@ def serve(latency: float, pipe: Connection) -> None:
 
 def run(base_url: str, latency: float, concurrency: int, pairs: int) -> dict:
     provider = OpenAICompatibleProvider("bench", base_url=base_url, max_retries=0)
-    judge = VLMJudge(provider)
+    curator = VLMCurator(provider)
     examples = ROOT / "assets" / "examples"
     a, b = load_image(examples / "coffee.jpg"), load_image(examples / "cat.jpg")
     items = ((f"pair-{i}", a, b) for i in range(pairs))
-    stats = curate(items, judge, concurrency=concurrency)
+    stats = curate(items, curator, concurrency=concurrency)
     assert stats.judged == pairs, stats
     rate = pairs / stats.seconds
     ideal = concurrency / latency

@@ -1,9 +1,9 @@
 """The miniature: the whole DSD method, on a CPU, in a world whose identities are known exactly.
 
 A client of the method: it brings its own world (`world`), teacher (`teacher`), attribute judge
-(`judge`) and prompts (`prompts`), runs the project's own wheel, trainer and generator on them
-(`chain`), and is the studio's embedded default model (`embedded`). Nothing in `pipeline/` or
-`train/` imports it.
+(`judge`) and prompts (`prompts`), runs the project's own wheel and trainer on them to make its
+weights (`recipe`), measures what they do (`report`, `teacher_domain`), and is the studio's embedded
+default model (`embedded`). Nothing in `pipeline/` or `train/` imports it.
 """
 
 from pathlib import Path

@@ -1,11 +1,10 @@
-"""The miniature's judge: a small CNN that reads a panel's identity and context attributes.
+"""The miniature's judge: `AttributeReader`, a small CNN that reads a panel's identity and context attributes.
 
-It is three things at once: the data wheel's offline curator (`MiniJudge` follows the curation
-`Judge` protocol: same subject when all five identity attributes agree, and it captions the target
-as a VLM would), the evaluation's measuring instrument (concept preservation and prompt following
-are shares of attributes it reads), and a model whose accuracy is known, because the renderer
-makes pairs with known truth. It is a diffusers `ModelMixin`, so it saves and loads as a
-`from_pretrained` folder.
+It serves three ways: as the data wheel's curator (`AttributeCurator`: the same subject when all five
+identity attributes agree, and it captions the target as a VLM would), as the evaluation's measuring
+instrument (concept preservation and prompt following are shares of attributes it reads), and as a
+model whose accuracy is known, because the renderer makes pairs with known truth. It is a diffusers
+`ModelMixin`, so it saves and loads as a `from_pretrained` folder.
 
 Training sees rendered panels, some of them passed through the teacher's VAE and blurred or noised,
 so generated pictures are not a new world to it.
@@ -36,7 +35,7 @@ HEADS = {**world.ATTRIBUTE_VALUES, "scene": world.SCENES, "light": world.LIGHTS,
 SIDE = 64
 
 
-class AttributeJudge(ModelMixin, ConfigMixin):
+class AttributeReader(ModelMixin, ConfigMixin):
     """Panel (B, 3, 64, 64) in [-1, 1] -> one logit vector per attribute in `HEADS`."""
 
     @register_to_config
@@ -99,13 +98,13 @@ def training_set(count: int, seed: int, vae=None) -> tuple[torch.Tensor, dict[st
 
 
 def train_judge(count: int = 24000, steps: int = 8000, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                vae=None, log: Callable[[str], None] = print, model: AttributeJudge | None = None) -> AttributeJudge:
+                vae=None, log: Callable[[str], None] = print, model: AttributeReader | None = None) -> AttributeReader:
     """Train `model` (a new judge when None) on `count` fresh panels drawn from `seed`."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     pixels, labels = training_set(count, seed, vae)
     log(f"judge: {count} panels rendered in {time.perf_counter() - started:.0f} s")
-    model = (model or AttributeJudge()).train()
+    model = (model or AttributeReader()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     recent = []
@@ -125,7 +124,7 @@ def train_judge(count: int = 24000, steps: int = 8000, batch: int = 32, lr: floa
 
 
 @torch.no_grad()
-def read_attributes(model: AttributeJudge, images, batch: int = 256) -> list[dict]:
+def read_attributes(model: AttributeReader, images, batch: int = 256) -> list[dict]:
     """Per image: {attribute: value} and {attribute + '_p': probability} for every head.
 
     Each panel is read as given and mirrored, and the two readings averaged (a mirrored subject is
@@ -174,28 +173,31 @@ def held_out_pairs(count: int = 1000, seed: int = 1) -> list[tuple[Image.Image, 
     return pairs
 
 
-def pair_accuracy(model: AttributeJudge, pairs) -> dict:
-    """Same/different accuracy on pairs with known truth: "same" when the five identity readings agree."""
+def judge_accuracy(model: AttributeReader, count: int = 1000) -> dict:
+    """Same/different accuracy on `count` rendered pairs of held-out identities (half differ in one
+    attribute): "same" when the five identity readings agree."""
+    pairs = held_out_pairs(count)
     readings = read_attributes(model, [image for a, b, _ in pairs for image in (a, b)])
     correct = sum((identity_of(readings[2 * k]) == identity_of(readings[2 * k + 1])) == same
                   for k, (_, _, same) in enumerate(pairs))
     return {"pairs": len(pairs), "accuracy": round(correct / len(pairs), 4)}
 
 
-class MiniJudge:
-    """The wheel's curator for the miniature: `judge(a, b) -> Verdict`, like a VLM's."""
+class AttributeCurator:
+    """The wheel's curator for the miniature (a `pipeline.wheel.curation.Curator`): `judge(a, b) -> Verdict`,
+    like a VLM's."""
 
-    def __init__(self, model: AttributeJudge, name: str = "mini-judge"):
+    def __init__(self, model: AttributeReader, name: str = "mini-judge"):
         self.model = model
         self.name = name
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "MiniJudge":
+    def from_pretrained(cls, folder: str | Path) -> "AttributeCurator":
         """The judge in `folder`; a folder without one, or with a damaged one, is one clear error."""
         if not (Path(folder) / "config.json").is_file():
             raise UserInputError(f"no miniature judge in {str(folder)!r}: train one with `dsd mini train-judge`")
         try:
-            model = AttributeJudge.from_pretrained(str(folder)).eval()
+            model = AttributeReader.from_pretrained(str(folder)).eval()
         except (OSError, ValueError) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise UserInputError(f"cannot load the miniature judge in {str(folder)!r} ({reason}): train it again "
@@ -206,7 +208,7 @@ class MiniJudge:
         return cls(model, f"mini-judge:{digest}")
 
     def __repr__(self) -> str:
-        return f"MiniJudge({self.name!r})"
+        return f"AttributeCurator({self.name!r})"
 
     def judge(self, a: Image.Image, b: Image.Image) -> Verdict:
         reading_a, reading_b = read_attributes(self.model, [a, b])

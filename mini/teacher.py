@@ -29,14 +29,15 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from PIL import Image
 
-from mini.prompts import world_grid_prompt
-from pipeline.wheel.grids import Layout
 from mini import GUTTER, PANEL, world
+from mini.prompts import world_grid_prompt
+from pipeline.flow import add_noise, schedule_shift
 from pipeline.generation.tiny_flux import TinyConfig, build_tiny_components
 from pipeline.generation.weights import SAMPLING_FILE
+from pipeline.images import compose_grid
+from pipeline.wheel.grids import Layout
 
 TEXT_TOKENS = 104  # the longest grid prompt of the world is 103 tokens with </s>
 TEACHER_CONFIG = TinyConfig(layers=4, single_layers=4, heads=4, head_dim=32, text_dim=64,
@@ -79,16 +80,6 @@ def panel_prompt(identity: world.Identity, context: world.Context, named=None) -
     return f"{world.caption(identity, None, named)}, {world.short_context(context)}"
 
 
-def compose(panels: list[Image.Image], gutter: int = GUTTER) -> Image.Image:
-    """Four panels as a 2x2 grid with white gutters (the layout `split_grid` cuts)."""
-    side = panels[0].width
-    grid = Image.new("RGB", (2 * side + gutter, 2 * side + gutter), "white")
-    for index, panel in enumerate(panels):
-        row, column = divmod(index, 2)
-        grid.paste(panel, (column * (side + gutter), row * (side + gutter)))
-    return grid
-
-
 def other_value(rng: np.random.Generator, attribute: str, value: str) -> str:
     choices = [v for v in world.ATTRIBUTE_VALUES[attribute] if v != value]
     return str(choices[rng.integers(len(choices))])
@@ -106,7 +97,8 @@ def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[
     if not consistent:
         attribute = unnamed[rng.integers(len(unnamed))]
         identities[rng.integers(4)] = replace(identity, **{attribute: other_value(rng, attribute, getattr(identity, attribute))})
-    return prompt.text, compose([world.render(i, c, PANEL) for i, c in zip(identities, contexts)]), consistent
+    panels = [world.render(i, c, PANEL) for i, c in zip(identities, contexts)]
+    return prompt.text, compose_grid(panels, columns=2, gutter=GUTTER), consistent
 
 
 def training_single(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
@@ -211,28 +203,23 @@ def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict
 
 def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_ids, mu: float,
                         generator: torch.Generator) -> torch.Tensor:
-    """FLUX's training loss: logit-normal timesteps shifted by `mu`, velocity `noise - x0`."""
-    size = latents.shape[0]
-    u = torch.sigmoid(torch.randn(size, generator=generator))
-    sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
-    noise = torch.randn(latents.shape, generator=generator)
-    noisy = (1 - sigma[:, None, None]) * latents + sigma[:, None, None] * noise
+    """FLUX's training loss on single pictures (`pipeline.flow`): the velocity's mean squared error."""
+    noisy, sigma, velocity = add_noise(latents, mu, generator)
     prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompts, pooled_projections=pooled,
                              timestep=sigma, guidance=torch.full_like(sigma, GUIDANCE), txt_ids=text_ids,
                              img_ids=image_ids, return_dict=False)[0]
-    return ((prediction - (noise - latents)) ** 2).mean()
+    return ((prediction - velocity) ** 2).mean()
 
 
 def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print,
                       save: Callable[[int], None] | None = None) -> dict:
-    transformer, scheduler = pipe.transformer, pipe.scheduler.config
+    transformer = pipe.transformer
     geometry = {}
     for kind, part in data.items():
         side = part["side"] // pipe.vae_scale_factor
         tokens = (side // 2) ** 2
         geometry[kind] = (pipe._prepare_latent_image_ids(1, side // 2, side // 2, "cpu", torch.float32),
-                          calculate_shift(tokens, scheduler.base_image_seq_len, scheduler.max_image_seq_len,
-                                          scheduler.base_shift, scheduler.max_shift))
+                          schedule_shift(pipe.scheduler.config, tokens))
     text_ids = torch.zeros(TEXT_TOKENS, 3)
     empty = tokenize(pipe, [""])
     generator = torch.Generator().manual_seed(settings.seed)

@@ -215,18 +215,6 @@ def _render(identity: Identity, context: Context, size: int) -> tuple[Image.Imag
     return _light(canvas.resize((size, size), Image.LANCZOS), context), mask.resize((size, size), Image.BILINEAR)
 
 
-def render_grid(identity: Identity, contexts, layout=(2, 2), size: int = 64, gutter: int = 4) -> Image.Image:
-    """One grid (rows, columns) of the same subject in several contexts, separated by white gutters."""
-    rows, columns = layout
-    if len(contexts) != rows * columns:
-        raise ValueError(f"a {rows}x{columns} grid needs {rows * columns} contexts, got {len(contexts)}")
-    grid = Image.new("RGB", (columns * size + (columns - 1) * gutter, rows * size + (rows - 1) * gutter), "white")
-    for index, context in enumerate(contexts):
-        row, column = divmod(index, columns)
-        grid.paste(render(identity, context, size), (column * (size + gutter), row * (size + gutter)))
-    return grid
-
-
 def _seed(*parts) -> int:
     # crc32 of the values, not hash(): string hashes change between Python processes.
     return zlib.crc32(repr(parts).encode())

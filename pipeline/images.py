@@ -1,4 +1,5 @@
-"""Reference pictures: load any upload as a safe RGB image, fit it to a panel, size and PNG metadata."""
+"""Pictures: load any upload as a safe RGB image, fit it to a panel, compose panels into a grid, size and
+PNG metadata."""
 
 import io
 import json
@@ -6,6 +7,7 @@ import math
 import os
 import struct
 import warnings
+from collections.abc import Sequence
 from typing import IO
 
 import numpy as np
@@ -124,6 +126,25 @@ def fit_to_panel(image: Image.Image, width: int, height: int, mode: str = "crop"
     if mode == "pad":
         return ImageOps.pad(image, (width, height), Image.LANCZOS, color="white")
     raise UserInputError(f"unknown fit mode {mode!r}: use 'crop' or 'pad'")
+
+
+def compose_grid(panels: Sequence[Image.Image], columns: int, gutter: int = 0, border: int = 0,
+                 color="white") -> Image.Image:
+    """Panels in reading order, `columns` to a row, `gutter` px apart inside a `border`, on `color`.
+    A column is as wide as its widest panel and a row as tall as its tallest; a panel sits at the top
+    left of its cell."""
+    if not panels or columns < 1 or len(panels) % columns:
+        raise ValueError(f"{len(panels)} panels do not fill rows of {columns}")
+    rows = [panels[start:start + columns] for start in range(0, len(panels), columns)]
+    widths = [max(row[c].width for row in rows) for c in range(columns)]
+    heights = [max(panel.height for panel in row) for row in rows]
+    xs = np.cumsum([border] + [width + gutter for width in widths]).tolist()
+    ys = np.cumsum([border] + [height + gutter for height in heights]).tolist()
+    grid = Image.new("RGB", (xs[-1] - gutter + border, ys[-1] - gutter + border), color)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            grid.paste(panel.convert("RGB"), (xs[c], ys[r]))
+    return grid
 
 
 def parse_size(text: str | int) -> tuple[int, int]:

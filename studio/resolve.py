@@ -38,13 +38,13 @@ def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[
 
 def resolve_judge(spec: str | None):
     """The curator of `--judge`: the offline stand-in (None), the miniature's judge, or a VLM."""
-    from pipeline.wheel.curation import make_judge
+    from pipeline.wheel.curation import make_curator
 
     if spec and spec.startswith(MINI_JUDGE):
-        from mini.judge import MiniJudge
+        from mini.judge import AttributeCurator
 
-        return MiniJudge.from_pretrained(Path(spec.removeprefix(MINI_JUDGE).strip()))
-    return make_judge(spec)
+        return AttributeCurator.from_pretrained(Path(spec.removeprefix(MINI_JUDGE).strip()))
+    return make_curator(spec)
 
 
 def resolve_writer(spec: str | None):

@@ -2,8 +2,10 @@
 
 Defaults follow the paper (section 4): LoRA rank 512 on the released target modules, AdamW at
 1e-4, loss over both halves of the canvas. How the run is launched (processes, devices, DDP or
-FSDP) is part of the same object, so a preset YAML file describes a whole run. Validated once,
-before anything starts.
+FSDP) is part of the same object, so a preset YAML file describes a whole run.
+
+Validated once, where a config comes in: the form (`from_dict`), or a YAML file or preset once the
+command line's flags are applied (`dsd train`). A run's stored config is read back as it was stored.
 """
 
 from dataclasses import asdict, dataclass, field, fields
@@ -70,6 +72,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """The file's settings, not yet validated: the command line applies its flags first."""
         path = Path(path)
         if not path.is_file():
             raise UserInputError(f"config {path} does not exist")
@@ -77,10 +80,12 @@ class TrainConfig:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise UserInputError(f"config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-        return cls.from_dict(values, str(path))
+        return cls.from_dict(values, str(path), check=False)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config", check: bool = True) -> "TrainConfig":
+        """Settings by name; unknown names are refused, and the values validated unless `check` is off
+        (a preset before its flags, a run's stored config)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -165,6 +170,5 @@ def save_preset(config: TrainConfig, name: str, home: Path) -> Path:
         raise UserInputError(f"preset name {name!r}: use letters, digits, '-', '_' and '.'")
     path = Path(home) / "presets" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    config.validate()
     config.to_yaml(path)
     return path

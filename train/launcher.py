@@ -65,15 +65,10 @@ def resolve_devices(config: TrainConfig, gpu_count: int | None = None) -> list[s
 
 
 def check_config(config: TrainConfig) -> list[str]:
-    """Everything that can be checked before a process starts; returns the devices the run will hold."""
-    config.validate()
+    """What this machine must offer a (validated) config before a process starts: its devices, its data
+    and its base's layers. Returns the devices the run will hold."""
     devices = resolve_devices(config)
-    try:
-        columns = set(pq.read_schema(config.data).names)
-    except Exception as error:  # noqa: BLE001 (any unreadable file is the same message)
-        raise UserInputError(f"data {config.data} is not a readable parquet file ({str(error).splitlines()[0]})") from None
-    if not {"image", "conditioning", "caption"} <= columns:
-        raise UserInputError(f"data {config.data} lacks the image, conditioning and caption columns of `dsd wheel export`")
+    check_data(config)
     if not config.base:
         raise UserInputError("no base model: set base to the FLUX.1-dev folder or hub id to fine-tune")
     base = Path(config.base).expanduser()
@@ -82,6 +77,15 @@ def check_config(config: TrainConfig) -> list[str]:
 
         check_target_modules(config.target_modules, transformer_layer_names(base / "transformer"))
     return devices
+
+
+def check_data(config: TrainConfig) -> None:
+    try:
+        columns = set(pq.read_schema(config.data).names)
+    except Exception as error:  # noqa: BLE001 (any unreadable file is the same message)
+        raise UserInputError(f"data {config.data} is not a readable parquet file ({str(error).splitlines()[0]})") from None
+    if not {"image", "conditioning", "caption"} <= columns:
+        raise UserInputError(f"data {config.data} lacks the image, conditioning and caption columns of `dsd wheel export`")
 
 
 def transformer_layer_names(folder: Path) -> set[str]:
@@ -109,7 +113,8 @@ def launch_command(config: TrainConfig, home: Path, port: int) -> list[str]:
 
 
 def create_run(store: Store, config: TrainConfig, name: str = "", status: str = "queued", **job_fields) -> int:
-    """Check the config and write the run's rows; the run folder defaults to `<home>/runs/<id>`."""
+    """Check what the machine must offer the config and write the run's rows; the run folder defaults to
+    `<home>/runs/<id>`."""
     devices = check_config(config)
     run_id = jobs.create_job(store, KIND, [], status=status, total=config.steps, **job_fields)
     if not config.out:
@@ -120,7 +125,8 @@ def create_run(store: Store, config: TrainConfig, name: str = "", status: str = 
 
 
 def run_config(run: dict) -> TrainConfig:
-    return TrainConfig.from_dict(run["config"], f"run {run['id']}")
+    """The config a run was created with, as stored (it was validated when the run was made)."""
+    return TrainConfig.from_dict(run["config"], f"run {run['id']}", check=False)
 
 
 def launch(store: Store, config: TrainConfig, name: str = "") -> int:
@@ -141,6 +147,7 @@ def start_queued(store: Store) -> list[int]:
         if not wanted & busy:
             try:  # the data may have gone while it waited: fail the run rather than hold its devices
                 config = run_config(run)
+                check_data(config)
             except UserInputError as error:
                 store.update("jobs", run["id"], {"status": "failed", "error": str(error), "ended_at": utc_now()})
                 continue
@@ -189,7 +196,7 @@ def request(store: Store, run_id, what: str) -> str:
 
 def resume(store: Store, run_id, default_base: str | None = None) -> int:
     """Put a stopped or failed run back in the queue; it continues from its newest checkpoint. A run
-    recorded without a base (the studio once left its embedded base implicit) gets `default_base`."""
+    recorded without a base gets `default_base` (the caller's default model)."""
     run = get_run(store, run_id)
     if run["status"] in ACTIVE:
         raise UserInputError(f"run {run['id']} is {run['status']} already")

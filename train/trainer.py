@@ -18,6 +18,7 @@ import io
 import math
 import re
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,13 @@ import PIL.Image
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from peft import LoraConfig
 
-from pipeline.wheel.dataset import read_pairs
 from pipeline.errors import UserInputError
-from pipeline.store import Store
+from pipeline.flow import add_noise, schedule_shift
 from pipeline.generation.weights import ModelSpec, load_generator, save_dsd_weights
+from pipeline.store import Store
+from pipeline.wheel.dataset import read_pairs
 from train import checkpoints
 from train.config import TrainConfig, config_values
 from train.sampling import draw_samples, sample_specs
@@ -109,9 +110,19 @@ def quadrant_masks(resolution: int, vae_scale: int) -> torch.Tensor:
                         for top in (True, False) for left in (True, False)]).reshape(4, -1)
 
 
-def flow_matching_loss(transformer, batch: dict, empty: dict, config: TrainConfig, ids: dict, mu: float,
-                       left: torch.Tensor, generator: torch.Generator | None = None,
-                       quadrants: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass
+class Canvas:
+    """The training canvas' geometry: the left-half tokens, the reference's quadrants, position ids and
+    the schedule shift for its token count."""
+
+    left: torch.Tensor
+    quadrants: torch.Tensor | None
+    ids: dict
+    mu: float
+
+
+def flow_matching_loss(transformer, batch: dict, empty: dict, config: TrainConfig, canvas: Canvas,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FLUX's rectified-flow loss on the canvas; returns (weighted loss, loss of left, loss of right).
     Every random draw comes from `generator` (on the CPU), so a step can be repeated exactly."""
     x0, condition = batch["target"], batch["condition"]
@@ -119,25 +130,22 @@ def flow_matching_loss(transformer, batch: dict, empty: dict, config: TrainConfi
     draw = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
     drop_condition = draw(size) < config.condition_dropout
     condition = torch.where(drop_condition[:, None, None], torch.zeros_like(condition), condition)
-    if quadrants is not None and config.condition_mask > 0:
+    if canvas.quadrants is not None and config.condition_mask > 0:
         masked = draw(size) < config.condition_mask
-        which = quadrants.to(device)[torch.randint(0, 4, (size,), generator=generator).to(device)]
+        which = canvas.quadrants.to(device)[torch.randint(0, 4, (size,), generator=generator).to(device)]
         condition = torch.where((masked[:, None] & which)[:, :, None], torch.zeros_like(condition), condition)
     drop_caption = (draw(size) < config.caption_dropout)[:, None]
     prompt = torch.where(drop_caption[:, :, None], empty["prompt"].to(device), batch["prompt"])
     pooled = torch.where(drop_caption, empty["pooled"].to(device), batch["pooled"])
-    # Logit-normal timesteps, shifted for the canvas' token count as the sampler's schedule is.
-    u = torch.sigmoid(torch.randn(size, generator=generator)).to(device)
-    sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
-    noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
-    noisy = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+    # Noise levels shifted for the canvas' token count, as the sampler's schedule is.
+    noisy, sigma, velocity = add_noise(x0, canvas.mu, generator)
     prediction = transformer(
         hidden_states=noisy, cond_hidden_states=condition, encoder_hidden_states=prompt,
         pooled_projections=pooled, timestep=sigma, guidance=torch.full_like(sigma, config.guidance),
-        txt_ids=ids["text"], img_ids=ids["image"], return_dict=False,
+        txt_ids=canvas.ids["text"], img_ids=canvas.ids["image"], return_dict=False,
     )[0]
-    error = ((prediction.float() - (noise - x0).float()) ** 2).mean(dim=-1)
-    left_loss, right_loss = error[:, left].mean(), error[:, ~left].mean()
+    error = ((prediction.float() - velocity.float()) ** 2).mean(dim=-1)
+    left_loss, right_loss = error[:, canvas.left].mean(), error[:, ~canvas.left].mean()
     w_left, w_right = config.half_weights
     return (w_left * left_loss + w_right * right_loss) / (w_left + w_right), left_loss, right_loss
 
@@ -220,9 +228,27 @@ def build_pipeline(config: TrainConfig, accelerator: Accelerator):
     return pipe
 
 
-def prepare_data(pipe, config: TrainConfig, home: Path, accelerator: Accelerator):
-    """(example(i), how many, the empty caption's embeddings, the samples' specs). With the cache, latents
-    and embeddings are computed once and the text encoders let go; without it, encoded at every step."""
+@dataclass
+class TrainingData:
+    """What the loop draws from: the examples (by index), the empty caption's embeddings, the data
+    order, the canvas' geometry, and the specs of the samples drawn along the way."""
+
+    example: Callable[[int], Example]
+    empty: dict
+    order: DataOrder
+    canvas: Canvas
+    specs: list
+
+    def batch(self, micro_step: int, device) -> dict:
+        """This rank's micro-batch at `micro_step`, stacked on `device`."""
+        indices = self.order(micro_step)
+        return {key: torch.stack([getattr(self.example(i), key) for i in indices]).to(device)
+                for key in ("target", "condition", "prompt", "pooled")}
+
+
+def prepare_data(pipe, config: TrainConfig, home: Path, accelerator: Accelerator) -> TrainingData:
+    """The training data. With the cache, latents and embeddings are computed once and the text encoders
+    let go; without it, encoded at every step."""
     rows = training_rows(config)
     if not rows:
         raise UserInputError(f"{config.data} has no pairs: export some with `dsd wheel export`")
@@ -233,25 +259,23 @@ def prepare_data(pipe, config: TrainConfig, home: Path, accelerator: Accelerator
             spec.prompt_embeds, spec.pooled, _ = pipe.encode_prompt(prompt=[spec.prompt], prompt_2=None,
                                                                     device=accelerator.device)
     empty = {"prompt": empty_prompt[0], "pooled": empty_pooled[0]}
-    if not config.cache:
-        return (lambda i: encode_example(pipe, rows[i], i, config.resolution)), len(rows), empty, specs
-    examples = precompute(pipe, rows, config, cache_folder(config, home), accelerator)
-    pipe.register_modules(text_encoder=None, text_encoder_2=None)
-    gc.collect()
-    return examples.__getitem__, len(rows), empty, specs
+    if config.cache:
+        example = precompute(pipe, rows, config, cache_folder(config, home), accelerator).__getitem__
+        pipe.register_modules(text_encoder=None, text_encoder_2=None)
+        gc.collect()
+    else:
+        example = lambda i: encode_example(pipe, rows[i], i, config.resolution)  # noqa: E731
+    order = DataOrder(len(rows), config, accelerator.num_processes, accelerator.process_index)
+    return TrainingData(example, empty, order, canvas_geometry(pipe, config, empty, accelerator.device), specs)
 
 
-def canvas_geometry(pipe, config: TrainConfig, empty: dict, device):
-    """(left-half tokens, reference quadrants, position ids, schedule shift) of the training canvas."""
+def canvas_geometry(pipe, config: TrainConfig, empty: dict, device) -> Canvas:
     vae_scale = pipe.vae_scale_factor
     left = canvas_halves(config.resolution, vae_scale).to(device)
     latent = config.resolution // vae_scale
     ids = {"image": pipe._prepare_latent_image_ids(1, latent // 2, latent, device, torch.float32),
            "text": torch.zeros(empty["prompt"].shape[0], 3, device=device)}
-    scheduler = pipe.scheduler.config
-    mu = calculate_shift(len(left), scheduler.get("base_image_seq_len", 256), scheduler.get("max_image_seq_len", 4096),
-                         scheduler.get("base_shift", 0.5), scheduler.get("max_shift", 1.15))
-    return left, quadrant_masks(config.resolution, vae_scale), ids, mu
+    return Canvas(left, quadrant_masks(config.resolution, vae_scale), ids, schedule_shift(pipe.scheduler.config, len(left)))
 
 
 def write_weights(accelerator: Accelerator, model, folder: Path, store: Store | None, run_id: int | None) -> Path:
@@ -269,105 +293,137 @@ def write_weights(accelerator: Accelerator, model, folder: Path, store: Store | 
     return folder
 
 
+class Run:
+    """A run's surroundings, shared by the parts of `train`: its config and folder, accelerate, and the
+    store it reports to and takes requests from (none for a bare `train()` call)."""
+
+    def __init__(self, config: TrainConfig, home: Path, store: Store | None, run_id: int | None):
+        self.config, self.home, self.store, self.run_id = config, Path(home), store, run_id
+        self.out = Path(config.out) if config.out else self.home / "runs" / str(run_id or "default")
+        self.tracker = SQLiteTracker(store, run_id) if store is not None else None
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                                       log_with=[self.tracker] if self.tracker else None,
+                                       cpu=not torch.cuda.is_available())
+        self.sharded = self.accelerator.distributed_type == DistributedType.FSDP
+        if not self.sharded:  # under FSDP accelerate saves the sharded state itself
+            checkpoints.keep_only_trainable(self.accelerator)
+        self.control = RunControl(self.accelerator, store, run_id)
+        self.say = self.accelerator.print
+
+    def save_checkpoint(self, step: int) -> None:
+        checkpoints.save_checkpoint(self.accelerator, self.out, step, self.config.keep_checkpoints,
+                                    before_commit=self.tracker.flush if self.tracker else lambda: None)
+
+    def sample(self, pipe, specs: list, step: int) -> None:
+        if self.sharded:  # rank 0 alone holds only a shard of the transformer
+            self.say("samples are not drawn under FSDP: generate from the run's weights instead")
+            return
+        if self.accelerator.is_main_process:
+            drawn = draw_samples(pipe, specs, self.config, self.out / "samples", step)
+            if self.store is not None:
+                self.store.add("run_samples", [{"run_id": self.run_id, **row} for row in drawn])
+        self.accelerator.wait_for_everyone()
+
+
 def train(config: TrainConfig, home: Path, store: Store | None = None, run_id: int | None = None,
           on_metrics=None) -> TrainResult:
     """Run (or resume) the fine-tune in the run folder; metrics, flags and samples go through the
-    store when a run id is given. Returns where the final weights are."""
-    config.validate()
-    out = Path(config.out) if config.out else Path(home) / "runs" / str(run_id or "default")
-    tracker = SQLiteTracker(store, run_id) if store is not None else None
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=[tracker] if tracker else None,
-                              cpu=not torch.cuda.is_available())
-    sharded = accelerator.distributed_type == DistributedType.FSDP
-    if not sharded:  # under FSDP accelerate saves the sharded state itself
-        checkpoints.keep_only_trainable(accelerator)
-    say = accelerator.print
+    store when a run id is given. Returns where the final weights are. The config was validated where
+    it came in (the YAML file, the preset and flags, the form)."""
+    run = Run(config, home, store, run_id)
+    pipe, model, optimizer, data = build(run)
+    step = resume(run)
+    step, stopped = loop(run, pipe, model, optimizer, data, step, on_metrics)
+    return save(run, pipe, model, data, step, stopped)
 
-    pipe = build_pipeline(config, accelerator)
-    transformer = pipe.transformer
-    example, count, empty, specs = prepare_data(pipe, config, Path(home), accelerator)
-    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate)
-    model, optimizer = accelerator.prepare(transformer, optimizer)
-    order = DataOrder(count, config, accelerator.num_processes, accelerator.process_index)
-    left, quadrants, ids, mu = canvas_geometry(pipe, config, empty, accelerator.device)
 
-    # Resume from the newest whole checkpoint; metric rows past it are dropped (they will be logged again).
+def build(run: Run):
+    """The pipeline with its LoRA, the data, and the optimizer, prepared for this process."""
+    pipe = build_pipeline(run.config, run.accelerator)
+    data = prepare_data(pipe, run.config, run.home, run.accelerator)
+    trainable = [p for p in pipe.transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=run.config.learning_rate)
+    model, optimizer = run.accelerator.prepare(pipe.transformer, optimizer)
+    return pipe, model, optimizer, data
+
+
+def resume(run: Run) -> int:
+    """The step to continue from: the newest whole checkpoint's (optimizer and trainable weights loaded
+    back), or 0. Metric rows past it are dropped (they will be logged again), then reporting starts."""
+    accelerator, store, run_id = run.accelerator, run.store, run.run_id
     step = 0
-    found = checkpoints.latest_checkpoint(out)
+    found = checkpoints.latest_checkpoint(run.out)
     if found:
         step, path = found
         accelerator.load_state(str(path))
-        say(f"resumed from step {step} ({path.name})")
+        run.say(f"resumed from step {step} ({path.name})")
     if store is not None and accelerator.is_main_process:
         store.drop_metrics_after(run_id, step)
         store.update("runs", run_id, {"resumed_from": step if found else None})
-        accelerator.init_trackers("dsd", config=config_values(config))
-    control = RunControl(accelerator, store, run_id)
+        accelerator.init_trackers("dsd", config=config_values(run.config))
+    return step
 
-    def save_checkpoint():
-        checkpoints.save_checkpoint(accelerator, out, step, config.keep_checkpoints,
-                                    before_commit=tracker.flush if tracker else lambda: None)
 
-    def sample():
-        if sharded:  # rank 0 alone holds only a shard of the transformer
-            say("samples are not drawn under FSDP: generate from the run's weights instead")
-            return
-        if accelerator.is_main_process:
-            drawn = draw_samples(pipe, specs, config, out / "samples", step)
-            if store is not None:
-                store.add("run_samples", [{"run_id": run_id, **row} for row in drawn])
-        accelerator.wait_for_everyone()
-
-    # Loop.
+def loop(run: Run, pipe, model, optimizer, data: TrainingData, step: int, on_metrics=None) -> tuple[int, bool]:
+    """Optimizer steps until the last, with checkpoints and samples as configured or asked for; returns
+    (the step reached, whether a stop request ended it early)."""
+    config, accelerator = run.config, run.accelerator
     model.train()
-    stopped, started, started_step = False, time.perf_counter(), step
+    started, started_step = time.perf_counter(), step
     while step < config.steps:
-        lr = config.learning_rate * learning_rate_factor(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(config.gradient_accumulation):
-            micro_step = step * config.gradient_accumulation + micro
-            indices = order(micro_step)
-            batch = {key: torch.stack([getattr(example(i), key) for i in indices]).to(accelerator.device)
-                     for key in ("target", "condition", "prompt", "pooled")}
-            generator = torch.Generator().manual_seed((config.seed * 1_000_003 + accelerator.process_index) * 1_000_003 + micro_step)
-            last = micro == config.gradient_accumulation - 1
-            with nullcontext() if last else accelerator.no_sync(model):
-                loss, left_loss, right_loss = flow_matching_loss(model, batch, empty, config, ids, mu, left, generator, quadrants)
-                accelerator.backward(loss / config.gradient_accumulation)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        metrics = train_step(run, model, optimizer, data, step)
         step += 1
-
         elapsed = time.perf_counter() - started
-        metrics = {"loss": loss.item(), "loss_reference": left_loss.item(), "loss_target": right_loss.item(), "lr": lr,
-                   "grad_norm": float(grad_norm), "steps_per_s": (step - started_step) / elapsed,
-                   "samples_per_s": (step - started_step) * config.batch_size * config.gradient_accumulation
-                   * accelerator.num_processes / elapsed}
+        metrics |= {"steps_per_s": (step - started_step) / elapsed,
+                    "samples_per_s": (step - started_step) * config.batch_size * config.gradient_accumulation
+                    * accelerator.num_processes / elapsed}
         accelerator.log(metrics, step=step)
-        control.progress(step, config.steps)
+        run.control.progress(step, config.steps)
         if on_metrics and accelerator.is_main_process:
             on_metrics({"step": step, **metrics})
 
-        asked = control.poll()
+        asked = run.control.poll()
         if step % config.checkpoint_every == 0 or asked.save or asked.stop:
-            save_checkpoint()
-            control.done("save")
+            run.save_checkpoint(step)
+            run.control.done("save")
         if (config.sample_every and step % config.sample_every == 0) or asked.sample:
-            sample()
-            control.done("sample")
+            run.sample(pipe, data.specs, step)
+            run.control.done("sample")
         if asked.stop and step < config.steps:
-            say(f"stopped at step {step}, as asked; resume continues from here")
-            stopped = True
-            break
+            run.say(f"stopped at step {step}, as asked; resume continues from here")
+            return step, True
+    return step, False
 
-    # Save: a last checkpoint and samples, and the weights in the generator's format.
+
+def train_step(run: Run, model, optimizer, data: TrainingData, step: int) -> dict:
+    """One optimizer step, its gradient accumulated over micro-batches; returns its metrics. The noise
+    of every micro-step is seeded by (seed, rank, micro-step): a resumed run repeats it exactly."""
+    config, accelerator = run.config, run.accelerator
+    lr = config.learning_rate * learning_rate_factor(config, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    for micro in range(config.gradient_accumulation):
+        micro_step = step * config.gradient_accumulation + micro
+        batch = data.batch(micro_step, accelerator.device)
+        generator = torch.Generator().manual_seed((config.seed * 1_000_003 + accelerator.process_index) * 1_000_003 + micro_step)
+        last = micro == config.gradient_accumulation - 1
+        with nullcontext() if last else accelerator.no_sync(model):
+            loss, left_loss, right_loss = flow_matching_loss(model, batch, data.empty, config, data.canvas, generator)
+            accelerator.backward(loss / config.gradient_accumulation)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.item(), "loss_reference": left_loss.item(), "loss_target": right_loss.item(), "lr": lr,
+            "grad_norm": float(grad_norm)}
+
+
+def save(run: Run, pipe, model, data: TrainingData, step: int, stopped: bool) -> TrainResult:
+    """A last checkpoint and samples (a stop saved its own checkpoint), and the weights in the generator's format."""
     if not stopped:
-        save_checkpoint()
-        if not config.sample_every or step % config.sample_every:
-            sample()
-    weights = write_weights(accelerator, model, out / "weights", store, run_id)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # also ends the process group
+        run.save_checkpoint(step)
+        if not run.config.sample_every or step % run.config.sample_every:
+            run.sample(pipe, data.specs, step)
+    weights = write_weights(run.accelerator, model, run.out / "weights", run.store, run.run_id)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()  # also ends the process group
     return TrainResult(weights, step, stopped)

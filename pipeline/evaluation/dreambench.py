@@ -16,7 +16,6 @@ an item id is the subject id, '#', and the prompt index (`live_subject/animal/03
 """
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,16 +80,6 @@ class Benchmark:
             for subject in self.subjects
             for index, prompt in enumerate(subject.prompts)
         ]
-
-    def subject_counts(self) -> dict[str, int]:
-        """Subjects per category, every category present (zero where the folder has none)."""
-        counts = Counter(subject.category for subject in self.subjects)
-        return {category: counts[category] for category in CATEGORIES}
-
-    def item_counts(self) -> dict[str, int]:
-        """Prompt items per category, every category present."""
-        counts = Counter(item.category for item in self.items())
-        return {category: counts[category] for category in CATEGORIES}
 
 
 def _read_caption(path: Path, folder: Path) -> tuple[str, tuple[str, ...]]:

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping, Sequence
 from PIL import Image
 
 from pipeline.errors import UserInputError
+from pipeline.evaluation.dreambench import CATEGORIES, KINDS
 from pipeline.providers import InvalidReply, Provider, ProviderError, is_auth_failure
 
 OUR_TEMPLATES = Path(__file__).resolve().parent / "judge_templates"
@@ -42,8 +43,6 @@ DREAMBENCH_FILES = {
 }
 DREAMBENCH_SUBFOLDER = Path("dreambench_plus") / "prompts"
 
-CATEGORIES = ("animal", "human", "object", "style")
-KINDS = ("photorealistic", "style change", "imaginative")
 
 _SCORE_LINE = re.compile(r"^[ \t]*score[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _SCORE_VALUE = re.compile(r"[0-4]")

@@ -26,7 +26,7 @@ import PIL.Image
 from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
 from pipeline.errors import UserInputError
 from pipeline.evaluation.judge import judge_item, load_templates, summarize
-from pipeline.providers import Provider
+from pipeline.providers import Provider, endpoint, judge_provider
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -49,30 +49,18 @@ METRICS = ("clip_i", "clip_t", "dino_v1", "dino_v2")
 
 
 @dataclass(frozen=True)
-class Judge:
-    """Who judges: a provider, and how it is named in every result (model and endpoint)."""
+class DreamBenchJudge:
+    """The VLM that scores samples: its provider, and how every judgement names it (model and endpoint)."""
 
     provider: Provider
     name: str
     endpoint: str
 
 
-def judge_from_options(url: str | None = None, model: str | None = None, spec: str | None = None) -> Judge:
+def judge_from_options(url: str | None = None, model: str | None = None, spec: str | None = None) -> DreamBenchJudge:
     """`--judge-url URL --judge-model NAME` (OpenAI-compatible; key from OPENAI_API_KEY) or `--judge gemini:MODEL`."""
-    from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, make_provider
-
-    if url or model:
-        if not (url and model):
-            raise UserInputError("an OpenAI-compatible judge needs both --judge-url URL and --judge-model NAME")
-        return Judge(OpenAICompatibleProvider(model, base_url=url), model, url)
-    if not spec:
-        raise UserInputError("choose a judge: --judge-url URL --judge-model NAME, or --judge gemini:MODEL")
-    provider = make_provider(spec)
-    if isinstance(provider, GeminiProvider):
-        return Judge(provider, provider.model, provider.base_url or "Gemini API")
-    if isinstance(provider, OpenAICompatibleProvider):
-        return Judge(provider, provider.model, provider.base_url or "OpenAI API")
-    raise UserInputError(f"{spec!r} cannot judge: use an OpenAI-compatible endpoint or gemini:MODEL")
+    provider = judge_provider(spec, url, model)
+    return DreamBenchJudge(provider, provider.model, endpoint(provider))
 
 
 def is_local(endpoint: str) -> bool:
@@ -150,7 +138,7 @@ def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = 
     return len(todo)
 
 
-def judge_samples(store: Store, eval_id, judge: Judge, runs: int = 3, templates: str | None = None, concurrency: int = 4,
+def judge_samples(store: Store, eval_id, judge: DreamBenchJudge, runs: int = 3, templates: str | None = None, concurrency: int = 4,
           on_progress: Callable[[int, int], None] | None = None) -> int:
     """Score every sample `runs` times (skipping what this judge and these templates scored already);
     returns how many judgements were added. Failures are recorded as such, never as scores."""

@@ -161,7 +161,8 @@ def enhance(settings: Settings, request: GenerateRequest, reference, prompt: str
     if not settings.enhancer:
         notices.append("prompt enhancement is off: set DSD_ENHANCER (e.g. openai:gpt-4o-mini) to use it")
         return prompt
-    from pipeline.providers import enhance_prompt, make_provider
+    from pipeline.generation.enhance import enhance_prompt
+    from pipeline.providers import make_provider
 
     return enhance_prompt(make_provider(settings.enhancer), prompt, image=reference, mode=request.mode)
 
@@ -187,6 +188,14 @@ def output_paths(store: Store, out: Path | None, count: int) -> list[Path]:
 
 def reconstruction_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.reconstruction.png")
+
+
+def save_pictures(output, paths: list[Path], seeds: list[int], metadata: dict) -> None:
+    """Each picture as a PNG carrying the parameters with its own seed, and its reconstruction beside it."""
+    for image, path, seed in zip(output.images, paths, seeds):
+        path.write_bytes(png_with_metadata(image, {**metadata, "seed": seed}))
+    for reconstruction, path in zip(output.reconstructions or [], paths):
+        reconstruction.save(reconstruction_path(path))
 
 
 def generate(
@@ -241,12 +250,9 @@ def generate(
     if output.steps_done < request.steps:
         notices.append(f"stopped by the user after {output.steps_done} of {request.steps} steps: the pictures are unfinished")
     paths = output_paths(store, out, request.num_images)
-    for image, path, image_seed in zip(output.images, paths, seeds):
-        metadata = {"prompt": request.prompt, "prompt_used": prompt_used, "seed": image_seed, "model": spec.describe(), **params}
-        path.write_bytes(png_with_metadata(image, metadata))
+    metadata = {"prompt": request.prompt, "prompt_used": prompt_used, "seed": seed, "model": spec.describe(), **params}
+    save_pictures(output, paths, seeds, metadata)
     reconstructions = output.reconstructions or []
-    for recon, path in zip(reconstructions, paths):
-        recon.save(reconstruction_path(path))
     timings = {"load_s": load_s, **output.timings, "total_s": time.perf_counter() - started}
     record_id = store.record_generation(**record, output_paths=[str(p) for p in paths], timings=timings, status="ok")
     return GenerateResult(record_id, output.images, paths, seeds, prompt_used, reconstructions, timings, notices)

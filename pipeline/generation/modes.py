@@ -1,4 +1,4 @@
-"""Generation modes: identity, relighting, instruction. Each is a preset, not a separate code path."""
+"""Generation modes: identity, relight and instruct. Each is a preset, not a separate code path."""
 
 from dataclasses import dataclass
 

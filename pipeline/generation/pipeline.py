@@ -24,10 +24,11 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import FluxPipeline
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 from diffusers.utils import BaseOutput
 
 from pipeline.errors import UserInputError
+from pipeline.flow import schedule_shift
 from pipeline.images import check_panel_size, fit_to_panel, load_image
 
 # The passes of true guidance, by what the transformer sees: (text, condition image).
@@ -76,8 +77,8 @@ class DSDPipeline(FluxPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """A saved DSD pipeline folder. diffusers finds the transformer's module by the name its
-        `model_index.json` records, among the modules already imported; folders saved before the
-        method moved into `pipeline.generation` record it as `pipeline.model`."""
+        `model_index.json` records, among the modules already imported: `pipeline.generation.model`,
+        or `pipeline.model` in folders saved by earlier versions."""
         from pipeline.generation import model
 
         sys.modules.setdefault("pipeline.model", model)
@@ -87,6 +88,7 @@ class DSDPipeline(FluxPipeline):
         """FLUX's `encode_prompt`; prompts are padded to the model's own text length (see `text_length`)."""
         return super().encode_prompt(*args, max_sequence_length=max_sequence_length or text_length(self), **kwargs)
 
+    # One function on purpose, as diffusers' pipelines are: its numbered steps read as section 3.2.
     @torch.no_grad()
     def __call__(
         self,
@@ -226,13 +228,7 @@ class DSDPipeline(FluxPipeline):
     def schedule(self, num_inference_steps: int, image_seq_len: int, device) -> torch.Tensor:
         config = self.scheduler.config
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        mu = calculate_shift(
-            image_seq_len,
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+        mu = schedule_shift(config, image_seq_len)
         timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
         return timesteps
 

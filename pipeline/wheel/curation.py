@@ -1,30 +1,28 @@
 """Pair curation (paper Sec. 3.1.3): a VLM decides whether two images show the identical subject.
 
-The judge reasons step by step, as the paper prescribes: name the subject both images share,
+The curator reasons step by step, as the paper prescribes: name the subject both images share,
 describe each image, then decide whether they are the same individual object, character or scene
 (identity preserved, not merely the same category). In the same reply it captions the pair for
 training twice: a description of the second image and an instruction that turns the first into
-the second. `curate` runs a judge over many pairs with bounded concurrency and a verdict cache,
-handing every result back on the calling thread so the caller can write it to SQLite.
+the second. `curate` runs a curator over many pairs with bounded concurrency and a verdict cache,
+handing every result back on the calling thread so the caller can write it to SQLite. A verdict
+records its curator's name as `judge`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserInputError
-from pipeline.providers import (InvalidReply, Provider, ProviderError, ask_json, is_auth_failure, make_provider,
-                                 read_json)
+from pipeline.providers import InvalidReply, Provider, ProviderError, ask_json, is_auth_failure, judge_provider
 
 PROMPT_VERSION = "curate-v1"
 MAX_SIDE = 768  # long side sent to the VLM: enough to judge identity, cheap in image tokens
@@ -73,8 +71,6 @@ VERDICT_SCHEMA: dict = {
 
 _TEXT_FIELDS = ("subject", "description_a", "description_b", "reasoning")
 _CAPTION_FIELDS = ("caption_target", "caption_instruction")
-# providers.py words every rejected or missing key as "... (HTTP 401)" / "(HTTP 403)" (Gemini's
-# 400 API_KEY_INVALID is mapped to 401 there); ProviderError has no subclass or status to test.
 
 
 def prompt_fingerprint() -> str:
@@ -93,7 +89,7 @@ class Verdict:
     reasoning: str
     caption_target: str
     caption_instruction: str
-    judge: str
+    judge: str  # the curator's name
     prompt_version: str = PROMPT_VERSION
     input_tokens: int = 0  # summed over every attempt this verdict took
     output_tokens: int = 0
@@ -106,7 +102,7 @@ class Verdict:
         return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
 
 
-class JudgeFailure(Exception):
+class CurationFailure(Exception):
     """No verdict for this pair; the message is one line saying why. Tokens spent are kept."""
 
     def __init__(self, reason: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
@@ -116,17 +112,19 @@ class JudgeFailure(Exception):
         self.output_tokens = output_tokens
 
 
-class Judge(Protocol):
-    name: str
+class Curator(Protocol):
+    """Judges whether two pictures show the same subject, and captions the pair."""
+
+    name: str  # recorded in every verdict (and in its cache key)
 
     def judge(self, a: Image.Image, b: Image.Image) -> Verdict: ...
 
 
-class VLMJudge:
+class VLMCurator:
     """The paper's curator: one chain-of-thought request per pair, JSON reply validated.
 
     An invalid reply is asked again, up to `attempts` requests in all. Provider failures (already
-    retried by the SDK for 429/5xx/timeouts) end the pair as a `JudgeFailure`; a refused key is
+    retried by the SDK for 429/5xx/timeouts) end the pair as a `CurationFailure`; a refused key is
     re-raised as the provider's `ProviderError`, since no other pair could succeed either.
     """
 
@@ -138,7 +136,7 @@ class VLMJudge:
         self.name = f"{provider.name}:{provider.model}"
 
     def __repr__(self) -> str:
-        return f"VLMJudge({self.name!r}, attempts={self.attempts})"
+        return f"VLMCurator({self.name!r}, attempts={self.attempts})"
 
     def judge(self, a: Image.Image, b: Image.Image) -> Verdict:
         # No temperature: reasoning models refuse any but their default.
@@ -146,20 +144,16 @@ class VLMJudge:
             reply = ask_json(self.provider, CURATION_PROMPT, images=[fit_long_side(a), fit_long_side(b)],
                              schema=VERDICT_SCHEMA, parse=check_verdict, what="verdicts", attempts=self.attempts)
         except InvalidReply as error:
-            raise JudgeFailure(str(error), error.input_tokens, error.output_tokens) from None
+            raise CurationFailure(str(error), error.input_tokens, error.output_tokens) from None
         except ProviderError as error:
             if is_auth_failure(error):
                 raise
-            raise JudgeFailure(str(error)) from None
+            raise CurationFailure(str(error)) from None
         return Verdict(**reply.value, judge=self.name, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
 
 
-def parse_verdict(text: str) -> dict:
-    """The verdict fields from a reply (bare JSON or a ```json block); ValueError says what's wrong."""
-    return check_verdict(read_json(text))
-
-
 def check_verdict(data: object) -> dict:
+    """The verdict fields of a reply's JSON; ValueError says what is wrong."""
     if not isinstance(data, dict):
         raise ValueError("was JSON but not an object")
     missing = [key for key in VERDICT_SCHEMA["required"] if key not in data]
@@ -185,15 +179,15 @@ def check_verdict(data: object) -> dict:
     }
 
 
-def make_judge(spec) -> "Judge":
-    """A curator from a spec: None -> the offline similarity stand-in; a provider spec ("openai:gpt-4o-mini",
-    ...) -> a VLM; a Judge object as given."""
-    if spec is None or not isinstance(spec, str):
-        return SimilarityJudge() if spec is None else spec
-    return VLMJudge(make_provider(spec))
+def make_curator(spec: str | None = None) -> Curator:
+    """The curator a `--judge` spec names: none or "offline" -> the offline similarity stand-in;
+    "openai:MODEL[@BASE_URL]" or "gemini:MODEL[@BASE_URL]" -> that VLM."""
+    if not spec or spec.strip() == "offline":
+        return SimilarityCurator()
+    return VLMCurator(judge_provider(spec))
 
 
-class SimilarityJudge:
+class SimilarityCurator:
     """Offline stand-in for a VLM: a deterministic score on colour, layout and edge features.
 
     It tells two views of one photo from two different photos, which is enough to exercise the
@@ -211,7 +205,7 @@ class SimilarityJudge:
         self.threshold = threshold
 
     def __repr__(self) -> str:
-        return f"SimilarityJudge(threshold={self.threshold})"
+        return f"SimilarityCurator(threshold={self.threshold})"
 
     def score(self, a: Image.Image, b: Image.Image) -> float:
         features_a = _features(a)
@@ -280,9 +274,9 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def cache_key(digest_a: str, digest_b: str, judge_name: str) -> str:
-    """Order matters (captions describe B); a new prompt or judge makes new keys."""
-    parts = [PROMPT_VERSION, prompt_fingerprint(), judge_name, digest_a, digest_b]
+def cache_key(digest_a: str, digest_b: str, curator_name: str) -> str:
+    """Order matters (captions describe B); a new prompt or curator makes new keys."""
+    parts = [PROMPT_VERSION, prompt_fingerprint(), curator_name, digest_a, digest_b]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -292,50 +286,40 @@ class VerdictCache(Protocol):
     def put(self, key: str, verdict: dict) -> None: ...
 
 
-class MemoryCache:
-    """Verdicts in a dict; thread-safe. The store offers a persistent one with the same methods."""
-
-    def __init__(self) -> None:
-        self._verdicts: dict[str, dict] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._verdicts)
-
-    def get(self, key: str) -> dict | None:
-        with self._lock:
-            found = self._verdicts.get(key)
-            return dict(found) if found is not None else None
-
-    def put(self, key: str, verdict: dict) -> None:
-        with self._lock:
-            self._verdicts[key] = dict(verdict)
-
-
 @dataclass
 class CurationStats:
-    judged: int = 0  # verdicts from a judge call
+    judged: int = 0  # verdicts from a curator call
     cached: int = 0  # verdicts from the cache, no call made
-    failed: int = 0  # pairs with no verdict (JudgeFailure)
+    failed: int = 0  # pairs with no verdict (CurationFailure)
     same: int = 0  # verdicts, judged or cached, saying "same subject"
     input_tokens: int = 0  # reported by the server, failures and retries included
     output_tokens: int = 0
     seconds: float = 0.0
 
+    def count(self, result: Verdict | CurationFailure, cached: bool) -> None:
+        if isinstance(result, Verdict):
+            self.cached += cached
+            self.judged += not cached
+            self.same += result.same
+        else:
+            self.failed += 1
+        if not cached:
+            self.input_tokens += result.input_tokens
+            self.output_tokens += result.output_tokens
 
-ResultCallback = Callable[[str, "Verdict | JudgeFailure", bool], None]
+
+ResultCallback = Callable[[str, "Verdict | CurationFailure", bool], None]
 
 
 def curate(
     items: Iterable[tuple[str, Image.Image, Image.Image]],
-    judge: Judge,
+    curator: Curator,
     *,
     concurrency: int = 4,
     cache: VerdictCache | None = None,
     on_result: ResultCallback | None = None,
 ) -> CurationStats:
-    """Judge every `(item_id, image_a, image_b)`; at most `concurrency` judge calls in flight.
+    """Judge every `(item_id, image_a, image_b)`; at most `concurrency` curator calls in flight.
 
     Items are read lazily, so only about `concurrency` pairs are in memory at once. A cached
     verdict makes no call. `on_result(item_id, verdict_or_failure, cached)` runs on this thread
@@ -347,16 +331,8 @@ def curate(
     stats = CurationStats()
     started = time.perf_counter()
 
-    def report(item_id: str, result: Verdict | JudgeFailure, cached: bool) -> None:
-        if isinstance(result, Verdict):
-            stats.cached += cached
-            stats.judged += not cached
-            stats.same += result.same
-        else:
-            stats.failed += 1
-        if not cached:
-            stats.input_tokens += result.input_tokens
-            stats.output_tokens += result.output_tokens
+    def report(item_id: str, result: Verdict | CurationFailure, cached: bool) -> None:
+        stats.count(result, cached)
         if on_result is not None:
             on_result(item_id, result, cached)
 
@@ -376,14 +352,14 @@ def curate(
             # The cache is used on this thread only, so it may wrap a SQLite connection.
             key = ""
             if cache is not None:
-                key = cache_key(image_digest(image_a), image_digest(image_b), judge.name)
+                key = cache_key(image_digest(image_a), image_digest(image_b), curator.name)
                 hit = cache.get(key)
                 if hit is not None:
                     report(item_id, Verdict.from_dict(hit), True)
                     continue
             while len(pending) >= concurrency:
                 settle(wait(pending, return_when=FIRST_COMPLETED).done)
-            pending[executor.submit(_judge_one, judge, image_a, image_b)] = (item_id, key)
+            pending[executor.submit(_judge_pair, curator, image_a, image_b)] = (item_id, key)
         while pending:
             settle(wait(pending, return_when=FIRST_COMPLETED).done)
     finally:
@@ -392,8 +368,8 @@ def curate(
     return stats
 
 
-def _judge_one(judge: Judge, a: Image.Image, b: Image.Image) -> Verdict | JudgeFailure:
+def _judge_pair(curator: Curator, a: Image.Image, b: Image.Image) -> Verdict | CurationFailure:
     try:
-        return judge.judge(a, b)
-    except JudgeFailure as failure:
+        return curator.judge(a, b)
+    except CurationFailure as failure:
         return failure

@@ -1,4 +1,4 @@
-"""Teacher grids: cut a generated grid into panels, judge the panels, compose them into pairs.
+"""Teacher grids: cut a generated grid into panels, check the panels, compose them into pairs.
 
 Generated grids are messy (gutters of any width and color, outer borders, uneven splits, panels
 that abut with no gutter), so cuts are found from per-line profiles, not assumed to be even.
@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipeline.errors import UserInputError
 
@@ -200,20 +200,3 @@ def panel_problem(image: Image.Image, min_side: int = 64) -> str | None:
 def compose_pairs(panels: list[int]) -> list[tuple[int, int]]:
     """Every ordered (reference, target) pair of distinct panel indices."""
     return list(itertools.permutations(panels, 2))
-
-
-def compose_grid(images: list[Image.Image], layout: Layout, gutter: int = 8, border: int = 0,
-                 color=(255, 255, 255), widths=None, heights=None) -> Image.Image:
-    """A grid picture: each image fitted to its cell, cells `gutter` px apart inside a `border`."""
-    if len(images) != layout.panels:
-        raise ValueError(f"a {layout} grid needs {layout.panels} images, got {len(images)}")
-    widths = list(widths or [images[0].width] * layout.cols)
-    heights = list(heights or [images[0].height] * layout.rows)
-    xs = np.cumsum([border] + [w + gutter for w in widths]).tolist()
-    ys = np.cumsum([border] + [h + gutter for h in heights]).tolist()
-    grid = Image.new("RGB", (xs[-1] - gutter + border, ys[-1] - gutter + border), tuple(color))
-    for index, picture in enumerate(images):
-        r, c = divmod(index, layout.cols)
-        cell = ImageOps.fit(picture.convert("RGB"), (widths[c], heights[r]), Image.Resampling.LANCZOS)
-        grid.paste(cell, (xs[c], ys[r]))
-    return grid

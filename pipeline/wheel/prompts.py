@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import UserInputError
-from pipeline.wheel.grids import LAYOUTS, Layout  # noqa: F401 (LAYOUTS: the layouts a prompt can ask for)
+from pipeline.wheel.grids import Layout
 from pipeline.providers import OfflineProvider, Provider, ask_json
 
 DEFAULT_LAYOUT = "2x2"

@@ -17,7 +17,7 @@ from pathlib import Path
 import PIL.Image
 
 from pipeline.wheel.captions import builtin_captions, filter_captions, read_captions
-from pipeline.wheel.curation import Judge, JudgeFailure, SimilarityJudge, curate
+from pipeline.wheel.curation import CurationFailure, Curator, SimilarityCurator, curate
 from pipeline.wheel.prompts import PROMPT_VERSION, Writer, duplicate_sources, make_prompt_writer
 from pipeline.wheel.grids import Layout, compose_pairs, panel_problem, split_grid
 from pipeline.jobs import JobReporter
@@ -193,11 +193,11 @@ class StoreCache:
         self.store.cache_put(key, value)
 
 
-def run_curate(store: Store, judge: Judge | None = None, concurrency: int = 4, limit: int | None = None,
+def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 4, limit: int | None = None,
                reporter: JobReporter | None = None, usd_per_mtok: tuple[float, float] | None = None) -> StageResult:
-    """A judge (a VLM's, or the offline similarity stand-in without one) judges each pair and captions it.
+    """A curator (a VLM, or the offline similarity stand-in without one) judges each pair and captions it.
     `usd_per_mtok` (input, output prices per million tokens) adds the run's cost to its accounting."""
-    judge_impl = judge or SimilarityJudge()
+    judge_impl = curator or SimilarityCurator()
     todo = store.pairs_to_judge(limit)
     result = StageResult("curate", details={"same": 0, "cached": 0})
 
@@ -210,7 +210,7 @@ def run_curate(store: Store, judge: Judge | None = None, concurrency: int = 4, l
                 yield pair["pair_id"], a.convert("RGB"), b.convert("RGB")
 
     def record(pair_id, outcome, cached: bool) -> None:
-        if isinstance(outcome, JudgeFailure):
+        if isinstance(outcome, CurationFailure):
             store.put("verdicts", {"pair_id": pair_id, "status": "failed", "error": str(outcome), "judge": judge_impl.name})
             result.failed += 1
             return

@@ -88,41 +88,43 @@ def need(path: Path, what: str, hint: str) -> Path:
 
 
 def run_mini(args) -> int:
-    from mini import chain
-    from mini.teacher import TeacherSettings
+    from mini import recipe
+    from mini.report import markdown, run_report
+    from mini.teacher import TeacherSettings, train_teacher
+    from mini.teacher_domain import teacher_domain
 
     say = lambda message: print(message, flush=True)  # noqa: E731
     if args.stage == "train-teacher":
         overrides = {k: v for k, v in (("steps", args.steps), ("vae_steps", args.vae_steps), ("images", args.images),
                                        ("lr", args.lr), ("save_every", args.save_every)) if v is not None}
-        report = chain.train_teacher(args.out, TeacherSettings(seed=args.seed, **overrides), log=say)
+        report = train_teacher(args.out, TeacherSettings(seed=args.seed, **overrides), log=say)
     elif args.stage == "train-judge":
         need(args.teacher / "vae", "teacher", "train one with `dsd mini train-teacher`")
-        report = chain.train_judge_stage(args.teacher, args.out, args.count, args.steps, args.seed, log=say)
+        report = recipe.train_judge_stage(args.teacher, args.out, args.count, args.steps, args.seed, log=say)
     elif args.stage == "wheel":
         need(args.teacher / "transformer", "teacher", "train one with `dsd mini train-teacher`")
         need(args.judge / "config.json", "judge", "train one with `dsd mini train-judge`")
         home = Path(getattr(args, "home", None) or "dsd-data/mini-wheel")
-        report = chain.run_wheel(home, args.teacher, args.judge, args.grids, args.steps, args.seed, log=say)
+        report = recipe.run_wheel(home, args.teacher, args.judge, args.grids, args.steps, args.seed, log=say)
     elif args.stage == "train-student":
         need(args.teacher / "transformer", "teacher", "train one with `dsd mini train-teacher`")
         need(args.data, "training pairs", "export them with `dsd mini wheel`")
-        report = chain.train_student(args.teacher, args.data, args.out, args.steps, args.seed, log=say)
+        report = recipe.train_student(args.teacher, args.data, args.out, args.steps, args.seed, log=say)
     elif args.stage == "report":
         for folder, what in ((args.teacher, "teacher"), (args.judge, "judge"), (args.uncurated, "student"),
                              (args.curated, "student")):
             need(folder, what, "run `dsd mini chain --out DIR` or pass the folders")
-        report = chain.report(args.teacher, args.judge, {"student_uncurated": args.uncurated,
-                                                         "student_curated": args.curated},
-                              args.seeds, args.per_mode, picture=args.picture, log=say if not args.json else lambda m: None)
+        report = run_report(args.teacher, args.judge, {"student_uncurated": args.uncurated,
+                                                       "student_curated": args.curated},
+                            args.seeds, args.per_mode, picture=args.picture, log=say if not args.json else lambda m: None)
         if not args.json:
-            print(chain.markdown(report))
+            print(markdown(report))
             return 0
     elif args.stage == "teacher-domain":
         home = Path(getattr(args, "home", None) or "dsd-data/mini-teacher-domain")
-        report = chain.teacher_domain(home, args.teacher, args.judge, {"student_uncurated": args.uncurated,
-                                                                        "student_curated": args.curated},
-                                      args.grids, seeds=args.seeds, log=say)
+        report = teacher_domain(home, args.teacher, args.judge, {"student_uncurated": args.uncurated,
+                                                                 "student_curated": args.curated},
+                                args.grids, seeds=args.seeds, log=say)
     else:
         report = run_chain(args.out, args.quick, say)
     print(json.dumps(report, indent=1))
@@ -131,8 +133,9 @@ def run_mini(args) -> int:
 
 def run_chain(out: Path, quick: bool, say) -> dict:
     """Every stage into `out`, timing each; `quick` shrinks every stage to check a set-up."""
-    from mini import chain
-    from mini.teacher import TeacherSettings
+    from mini import recipe
+    from mini.report import run_report
+    from mini.teacher import TeacherSettings, train_teacher
 
     settings = TeacherSettings(vae_steps=20, steps=20, images=64) if quick else TeacherSettings()
     times = {}
@@ -144,15 +147,16 @@ def run_chain(out: Path, quick: bool, say) -> dict:
         say(f"== {name}: {times[name]} s")
         return result
 
-    timed("train-teacher", lambda: chain.train_teacher(out / "teacher", settings, log=say))
-    timed("train-judge", lambda: chain.train_judge_stage(out / "teacher", out / "judge", 256 if quick else 24000,
-                                                         20 if quick else 8000, log=say))
-    timed("wheel", lambda: chain.run_wheel(out / "wheel", out / "teacher", out / "judge", 4 if quick else 240,
-                                           4 if quick else 20, log=say))
+    timed("train-teacher", lambda: train_teacher(out / "teacher", settings, log=say))
+    timed("train-judge", lambda: recipe.train_judge_stage(out / "teacher", out / "judge", 256 if quick else 24000,
+                                                          20 if quick else 8000, log=say))
+    timed("wheel", lambda: recipe.run_wheel(out / "wheel", out / "teacher", out / "judge", 4 if quick else 240,
+                                            4 if quick else 20, log=say))
     for name in ("uncurated", "curated"):
-        timed(f"train-student-{name}", lambda: chain.train_student(out / "teacher", out / "wheel" / f"{name}.parquet",
-                                                                   out / "student" / name, 10 if quick else 1500, log=say))
-    report = timed("report", lambda: chain.report(out / "teacher", out / "judge",
-                                                  {f"student_{n}": out / "student" / n for n in ("uncurated", "curated")},
-                                                  per_mode=2 if quick else 16, steps=4 if quick else 20, log=say))
+        timed(f"train-student-{name}", lambda: recipe.train_student(out / "teacher", out / "wheel" / f"{name}.parquet",
+                                                                    out / "student" / name, 10 if quick else 1500,
+                                                                    log=say))
+    report = timed("report", lambda: run_report(out / "teacher", out / "judge",
+                                                {f"student_{n}": out / "student" / n for n in ("uncurated", "curated")},
+                                                per_mode=2 if quick else 16, steps=4 if quick else 20, log=say))
     return {**report, "stage_seconds": times}

@@ -59,10 +59,9 @@ def test_judge_learns_to_read_the_world_from_rendered_panels():
 
 def test_shipped_judge_tells_held_out_subjects_apart_as_its_report_says():
     from mini import JUDGE
-    from mini.chain import judge_accuracy
-    from mini.judge import AttributeJudge
+    from mini.judge import AttributeReader, judge_accuracy
 
-    measured = judge_accuracy(AttributeJudge.from_pretrained(str(JUDGE)).eval())
+    measured = judge_accuracy(AttributeReader.from_pretrained(str(JUDGE)).eval())
     shipped = json.loads((JUDGE / "report.json").read_text())
     assert measured["pairs"] == shipped["pairs"] == 1000
     assert abs(measured["accuracy"] - shipped["accuracy"]) <= 0.005  # CPU kernels may flip a borderline pair

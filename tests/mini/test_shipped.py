@@ -29,9 +29,9 @@ def shipped_report() -> dict:
 
 @pytest.fixture(scope="module")
 def judge_model():
-    from mini.judge import AttributeJudge
+    from mini.judge import AttributeReader
 
-    return AttributeJudge.from_pretrained(str(JUDGE)).eval()
+    return AttributeReader.from_pretrained(str(JUDGE)).eval()
 
 
 def test_the_shipped_weights_fit_the_budget():
@@ -99,11 +99,11 @@ def test_the_studios_example_references_are_the_worlds_renders():
 
 
 def test_report_on_shipped_weights_reproduces_the_shipped_figures():
-    from mini import chain
+    from mini.report import ROWS, run_report
 
     shipped = shipped_report()
-    result = chain.report(seeds=shipped["seeds"], per_mode=shipped["items_per_seed"] // 3, log=lambda _: None)
-    assert [row["name"] for row in result["rows"]] == list(chain.ROWS)
+    result = run_report(seeds=shipped["seeds"], per_mode=shipped["items_per_seed"] // 3, log=lambda _: None)
+    assert [row["name"] for row in result["rows"]] == list(ROWS)
     for row, expected in zip(result["rows"], shipped["rows"]):
         for key in ("cp", "pf", "cp_pf"):
             assert abs(row[key] - expected[key]) <= TOLERANCE, (row["name"], key, row[key], expected[key])
@@ -125,7 +125,7 @@ def test_readme_quotes_the_shipped_figures():
         assert f"| {row['kept']:.3f} | {row['kept_std']:.3f} |" in readme, row
 
 
-def test_cli_report_json_has_the_issue_format():
+def test_cli_report_json_has_the_four_rows_and_their_figures():
     result = subprocess.run([sys.executable, "-m", "studio.cli", "mini", "report", "--json", "--seeds", "2",
                              "--per-mode", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -139,10 +139,11 @@ def test_cli_report_json_has_the_issue_format():
 def test_on_the_teachers_own_pictures_of_new_subjects_the_students_keep_identity(tmp_path):
     """The check behind the README's teacher-domain figures, on fewer grids: fresh captions only, the
     curated pairs' targets as the ceiling, and students that keep far more than the teacher from words."""
-    from mini import chain
+    from mini.recipe import SHIPPED_WHEEL, wheel_captions
+    from mini.teacher_domain import teacher_domain
 
-    trained = {caption for count, seed in chain.SHIPPED_WHEEL for caption in chain.wheel_captions(count, seed)}
-    result = chain.teacher_domain(tmp_path, grids=24, seeds=1, log=lambda _: None)
+    trained = {caption for count, seed in SHIPPED_WHEEL for caption in wheel_captions(count, seed)}
+    result = teacher_domain(tmp_path, grids=24, seeds=1, log=lambda _: None)
     used = set((tmp_path / "captions.txt").read_text().splitlines())
     assert len(used) == 24 and not used & trained
     kept = {row["name"]: row["kept"] for row in result["rows"]}

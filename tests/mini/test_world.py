@@ -9,7 +9,7 @@ from PIL import Image
 from mini.world import (ATTRIBUTE_VALUES, ATTRIBUTE_WORDS, ATTRIBUTES, LIGHTS, SCENES, SHAPES, VOCABULARY,
                                  WARMTHS,
                                  Context, Identity, all_identities, caption, caption_words, describe_context,
-                                 held_out, render, render_grid, sample_context, sample_identity)
+                                 held_out, render, sample_context, sample_identity)
 
 SUBJECT = Identity(shape="hexagon", body="blue", pattern="stripes", accent="gold", accessory="hat")
 CONTEXTS = [Context(), Context(scene="grass", x=0.4, rotation=20, light="left", warmth="warm"),
@@ -26,22 +26,12 @@ def test_render_is_deterministic_and_sensitive_to_identity_and_context():
     assert render(SUBJECT, CONTEXTS[0]).tobytes() != render(SUBJECT, CONTEXTS[1]).tobytes()
 
 
-def test_sizes_of_panels_and_grids():
+def test_sizes_of_panels():
     assert render(SUBJECT, size=64).size == (64, 64)
     assert render(SUBJECT, size=32).size == (32, 32)
     assert render(SUBJECT).mode == "RGB"
-    assert render_grid(SUBJECT, CONTEXTS).size == (132, 132)
-    assert render_grid(SUBJECT, CONTEXTS[:2], layout=(1, 2), size=32, gutter=6).size == (70, 32)
-    with pytest.raises(ValueError, match="needs 4 contexts"):
-        render_grid(SUBJECT, CONTEXTS[:3])
     with pytest.raises(ValueError, match="between 8 and 64"):
         render(SUBJECT, size=128)
-
-
-def test_grid_panels_are_the_single_renders():
-    grid = pixels(render_grid(SUBJECT, CONTEXTS, size=32, gutter=4))
-    assert (grid[36:, 36:] == pixels(render(SUBJECT, CONTEXTS[3], size=32))).all()
-    assert (grid[32:36] == 255).all()
 
 
 @pytest.mark.parametrize("attribute", ATTRIBUTES)

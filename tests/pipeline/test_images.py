@@ -8,6 +8,7 @@ from pipeline.errors import UserInputError
 from tests.pictures import png_declaring
 from pipeline.images import (
     check_panel_size,
+    compose_grid,
     fit_to_panel,
     load_image,
     parse_size,
@@ -193,6 +194,22 @@ def test_pad_fits_inside_on_white(photo, size):
 def test_unknown_fit_mode_is_refused(photo):
     with pytest.raises(UserInputError, match="use 'crop' or 'pad'"):
         fit_to_panel(photo, 512, 512, mode="stretch")
+
+
+def test_compose_grid_places_each_panel_unchanged_between_gutters(photo):
+    panels = [fit_to_panel(photo, 40, 30), ImageOps.mirror(fit_to_panel(photo, 24, 30)),
+              ImageOps.flip(fit_to_panel(photo, 40, 20)), fit_to_panel(photo, 24, 20, mode="pad")]
+    grid = np.asarray(compose_grid(panels, columns=2, gutter=4, border=2, color=(0, 0, 0)))
+    assert grid.shape == (2 + 30 + 4 + 20 + 2, 2 + 40 + 4 + 24 + 2, 3)  # columns 40 and 24 wide, rows 30 and 20 tall
+    for panel, (x, y) in zip(panels, [(2, 2), (46, 2), (2, 36), (46, 36)]):
+        assert (grid[y:y + panel.height, x:x + panel.width] == np.asarray(panel)).all()
+    assert (grid[:, 42:46] == 0).all() and (grid[32:36] == 0).all() and (grid[:2] == 0).all()
+    assert compose_grid(panels[:2], columns=2).size == (64, 30)  # no gutter, no border: panels abut
+
+
+def test_compose_grid_needs_whole_rows(photo):
+    with pytest.raises(ValueError, match="do not fill rows of 2"):
+        compose_grid([photo] * 3, columns=2)
 
 
 @pytest.mark.parametrize("text, size", [

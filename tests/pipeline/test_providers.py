@@ -9,13 +9,11 @@ from PIL import Image
 
 from pipeline.errors import UserInputError
 from pipeline.providers import (
-    ENHANCE_INSTRUCTIONS,
     GeminiProvider,
     OfflineProvider,
     OpenAICompatibleProvider,
     Provider,
     ProviderError,
-    enhance_prompt,
     make_provider,
 )
 from tests.fake_api import FakeAPI, request_images, request_texts
@@ -255,36 +253,6 @@ def test_make_provider_rejects_unknown_specs_listing_the_forms(spec):
     message = str(caught.value)
     for form in ("offline", "openai:MODEL", "openai:MODEL@BASE_URL", "gemini:MODEL"):
         assert form in message
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_enhance_prompt_sends_a_different_instruction_per_mode(kind, fake_api):
-    fake_api.reply = lambda body: "  A ceramic mug with a blue fox logo on a beach at sunset.\n"
-    provider = provider_for(kind, fake_api)
-    reference = Image.new("RGB", (32, 32), "white")
-
-    results = {mode: enhance_prompt(provider, "  mug on a beach ", reference, mode=mode)
-               for mode in ENHANCE_INSTRUCTIONS}
-
-    assert set(results.values()) == {"A ceramic mug with a blue fox logo on a beach at sunset."}
-    sent = [request_texts(request.json) for request in fake_api.requests]
-    assert [texts[0] for texts in sent] == list(ENHANCE_INSTRUCTIONS.values())
-    assert len(set(ENHANCE_INSTRUCTIONS.values())) == 3
-    assert all(texts[-1] == "mug on a beach" for texts in sent)
-    assert all(len(request_images(request.json)) == 1 for request in fake_api.requests)
-
-
-def test_enhance_prompt_offline_keeps_the_prompt_as_written():
-    assert enhance_prompt(OfflineProvider(), "  a   red\nfox ", mode="relight") == "a red fox"
-
-
-def test_enhance_prompt_rejects_bad_input_and_empty_replies():
-    with pytest.raises(UserInputError, match="identity, relight, instruct"):
-        enhance_prompt(OfflineProvider(), "a fox", mode="cartoon")
-    with pytest.raises(UserInputError, match="prompt is empty"):
-        enhance_prompt(OfflineProvider(), "   ")
-    with pytest.raises(ProviderError, match="empty prompt"):
-        enhance_prompt(OfflineProvider(reply=lambda prompt, images: "  "), "a fox")
 
 
 def test_offline_provider_is_deterministic_and_honest():

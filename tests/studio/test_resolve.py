@@ -10,15 +10,15 @@ SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="bla
 
 
 def test_the_wheel_curates_with_the_miniature_judge_spec(tmp_path):
-    from mini.judge import AttributeJudge
+    from mini.judge import AttributeReader
 
-    AttributeJudge().save_pretrained(str(tmp_path / "judge"))
+    AttributeReader().save_pretrained(str(tmp_path / "judge"))
     judge = resolve_judge(f"mini:{tmp_path / 'judge'}")
     verdict = judge.judge(world.render(SUBJECT), world.render(SUBJECT, world.Context(scene="sea")))
     assert verdict.judge.startswith("mini-judge:") and verdict.caption_target.startswith("a creature, ")
     with pytest.raises(UserInputError, match="no miniature judge"):
         resolve_judge(f"mini:{tmp_path / 'nowhere'}")
-    AttributeJudge(stem=16).save_pretrained(str(tmp_path / "other"))  # weights that do not fit their config
+    AttributeReader(stem=16).save_pretrained(str(tmp_path / "other"))  # weights that do not fit their config
     config = tmp_path / "other" / "config.json"
     config.write_text(config.read_text().replace('"stem": 16', '"stem": 24'))
     with pytest.raises(UserInputError, match="cannot load the miniature judge"):

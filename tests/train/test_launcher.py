@@ -22,8 +22,11 @@ DSD = [sys.executable, "-m", "studio.cli"]
 
 
 def smoke(**changes):
-    """The cpu-smoke preset (the embedded model on the three example pairs), quieter and changed."""
-    return replace(load_preset("cpu-smoke"), sample_every=0, sample_count=1, sample_steps=2, **changes)
+    """The cpu-smoke preset (the embedded model on the three example pairs), quieter and changed, then
+    validated as `dsd train --preset` validates a preset with its flags."""
+    config = replace(load_preset("cpu-smoke"), sample_every=0, sample_count=1, sample_steps=2, **changes)
+    config.validate()
+    return config
 
 
 def wait_until(store: Store, run_id: int, predicate, seconds: float = 240) -> dict:
@@ -54,8 +57,7 @@ def test_two_processes_on_cpu_train_in_step_and_write_one_set_of_everything(tmp_
     assert len(run["rank_digests"]) == 2 and len(set(run["rank_digests"])) == 1
     # The run's weights generate, picked by run id (the Generate tab offers the same choice).
     assert launcher.runs_with_weights(store)[0][1] == run_id
-    # The preset names its base (the miniature's teacher), so the run records the base it trained on.
-    assert launcher.run_model_fields(store, run_id) == (str(ROOT / "assets" / "mini" / "teacher"), run["weights"])
+    assert launcher.run_model_fields(store, run_id) == (load_preset("cpu-smoke").base, run["weights"])
     out = tmp_path / "out.png"
     result = subprocess.run([*DSD, "generate", "--home", str(store.home), "--run", str(run_id), "--image",
                              str(ROOT / "assets/examples/cat.jpg"), "--prompt", "the cat", "--size", "64",

@@ -11,9 +11,11 @@ from PIL import Image
 
 from pipeline.generation.weights import ModelSpec, load_generator
 from train.config import RELEASED_TARGETS, TrainConfig
-from train.trainer import canvas_halves, flow_matching_loss, train
+from train.trainer import Canvas, canvas_halves, flow_matching_loss, train
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+# The embedded default's base: the miniature's teacher, as the cpu-smoke preset names it.
+MINI_TEACHER = Path(__file__).resolve().parents[2] / "assets" / "mini" / "teacher"
 # The tiny bases are untrained, so the LoRA also adapts the MLPs and the output projections.
 TINY_TARGETS = list(RELEASED_TARGETS) + ["proj_out", "norm_out.linear", "transformer_blocks.*.ff.net.0.proj",
                                          "transformer_blocks.*.ff.net.2", "single_transformer_blocks.*.proj_mlp",
@@ -57,10 +59,10 @@ def held_out_loss(transformer, config, home) -> float:
     latent = config.resolution // pipe_ids.vae_scale_factor
     ids = {"image": pipe_ids._prepare_latent_image_ids(1, latent // 2, latent, "cpu", torch.float32),
            "text": torch.zeros(empty["prompt"].shape[0], 3)}
-    left = canvas_halves(config.resolution, pipe_ids.vae_scale_factor)
+    canvas = Canvas(canvas_halves(config.resolution, pipe_ids.vae_scale_factor), None, ids, mu=0.5)
     torch.manual_seed(1234)
     with torch.no_grad():
-        losses = [flow_matching_loss(transformer, batch, empty, config, ids, 0.5, left)[0].item() for _ in range(20)]
+        losses = [flow_matching_loss(transformer, batch, empty, config, canvas)[0].item() for _ in range(20)]
     return sum(losses) / len(losses)
 
 
@@ -94,8 +96,8 @@ def test_trained_output_is_closer_to_the_target(trained, pairs):
 def test_unknown_target_modules_are_refused(pairs, tmp_path):
     from pipeline.errors import UserInputError
 
-    config = TrainConfig(data=str(pairs), out=str(tmp_path / "run"), resolution=64, rank=4, steps=1,
-                         target_modules=["no_such_layer"])
+    config = TrainConfig(data=str(pairs), base=str(MINI_TEACHER), out=str(tmp_path / "run"), resolution=64, rank=4,
+                         steps=1, target_modules=["no_such_layer"])
     with pytest.raises(UserInputError, match="match no layer"):
         train(config, tmp_path / "home")
 
@@ -151,7 +153,7 @@ def test_a_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(pai
 
     from train.checkpoints import checkpoints
 
-    config = TrainConfig(data=str(pairs), resolution=64, rank=4, learning_rate=1e-3, steps=6, batch_size=2,
+    config = TrainConfig(data=str(pairs), base=str(MINI_TEACHER), resolution=64, rank=4, learning_rate=1e-3, steps=6, batch_size=2,
                          warmup_steps=3, schedule="cosine", checkpoint_every=3, sample_every=0, condition_mask=0.5,
                          gradient_accumulation=2)
     straight = train(replace(config, out=str(tmp_path / "straight")), tmp_path / "home")

@@ -11,16 +11,15 @@ from pipeline.wheel.curation import (
     CURATION_PROMPT,
     PROMPT_VERSION,
     VERDICT_SCHEMA,
+    CurationFailure,
     CurationStats,
-    JudgeFailure,
-    MemoryCache,
-    SimilarityJudge,
+    SimilarityCurator,
     Verdict,
-    VLMJudge,
+    VLMCurator,
     cache_key,
+    check_verdict,
     curate,
     image_digest,
-    parse_verdict,
     prompt_fingerprint,
 )
 from pipeline.errors import UserInputError
@@ -54,12 +53,12 @@ def cat_crops(references):
     return cat.crop((0, 0, int(width * 0.8), height)), cat.crop((int(width * 0.2), 0, width, height))
 
 
-def judge_for(kind, fake_api, attempts=3):
+def curator_for(kind, fake_api, attempts=3):
     if kind == "openai":
         provider = OpenAICompatibleProvider("gpt-test", base_url=fake_api.openai_base_url)
     else:
         provider = GeminiProvider("gemini-test", base_url=fake_api.url, retry_delay=0.01)
-    return VLMJudge(provider, attempts=attempts)
+    return VLMCurator(provider, attempts=attempts)
 
 
 def replies(*texts):
@@ -82,7 +81,7 @@ def server_input_tokens(fake_api):
 @pytest.mark.parametrize("kind", KINDS)
 def test_good_verdict_is_parsed_and_both_images_arrive_as_jpeg(kind, fake_api, cat_crops):
     fake_api.reply = lambda body: json.dumps(GOOD)
-    judge = judge_for(kind, fake_api)
+    judge = curator_for(kind, fake_api)
 
     verdict = judge.judge(*cat_crops)
 
@@ -113,7 +112,7 @@ def test_large_images_are_sent_with_the_long_side_at_768(fake_api, references):
     fake_api.reply = lambda body: json.dumps(GOOD)
     big = references["coffee"].resize((1536, 1024))
 
-    judge_for("openai", fake_api).judge(big, references["coffee"])
+    curator_for("openai", fake_api).judge(big, references["coffee"])
 
     sizes = [image.size for _, image in request_images(fake_api.requests[0].json)]
     assert sizes == [(768, 512), references["coffee"].size]
@@ -122,14 +121,14 @@ def test_large_images_are_sent_with_the_long_side_at_768(fake_api, references):
 def test_a_fenced_json_block_is_accepted(fake_api, cat_crops):
     fake_api.reply = lambda body: "Here is my verdict:\n```json\n" + json.dumps(GOOD) + "\n```\n"
 
-    assert judge_for("openai", fake_api).judge(*cat_crops).subject == GOOD["subject"]
+    assert curator_for("openai", fake_api).judge(*cat_crops).subject == GOOD["subject"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_malformed_json_is_asked_again_and_tokens_of_every_attempt_count(kind, fake_api, cat_crops):
     fake_api.reply = replies("{\"same\": tru", json.dumps(GOOD))
 
-    verdict = judge_for(kind, fake_api).judge(*cat_crops)
+    verdict = curator_for(kind, fake_api).judge(*cat_crops)
 
     assert verdict.same is True
     assert len(fake_api.requests) == 2
@@ -142,11 +141,11 @@ def test_three_malformed_replies_are_a_failure_not_a_verdict(kind, fake_api, cat
     fake_api.reply = lambda body: "I think they are the same cat."
     seen = []
 
-    stats = curate([("pair-1", *cat_crops)], judge_for(kind, fake_api),
+    stats = curate([("pair-1", *cat_crops)], curator_for(kind, fake_api),
                    on_result=lambda item, result, cached: seen.append(result))
 
     [failure] = seen
-    assert isinstance(failure, JudgeFailure)
+    assert isinstance(failure, CurationFailure)
     assert "sent 3 invalid verdicts" in str(failure) and "not JSON" in str(failure)
     assert "\n" not in str(failure)
     assert len(fake_api.requests) == 3
@@ -167,14 +166,14 @@ def test_three_malformed_replies_are_a_failure_not_a_verdict(kind, fake_api, cat
 )
 def test_fields_of_the_wrong_type_or_range_are_rejected(change, problem):
     with pytest.raises(ValueError, match=problem):
-        parse_verdict(json.dumps(GOOD | change))
+        check_verdict(GOOD | change)
 
 
 def test_replies_that_are_not_a_verdict_object_are_rejected():
     with pytest.raises(ValueError, match="lacked same"):
-        parse_verdict(json.dumps({k: v for k, v in GOOD.items() if k != "same"}))
+        check_verdict({k: v for k, v in GOOD.items() if k != "same"})
     with pytest.raises(ValueError, match="not an object"):
-        parse_verdict("[1, 2]")
+        check_verdict([1, 2])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -182,7 +181,7 @@ def test_rate_limit_is_retried_by_the_sdk_then_succeeds(kind, fake_api, cat_crop
     fake_api.reply = lambda body: json.dumps(GOOD)
     fake_api.fail_with(429)
 
-    assert judge_for(kind, fake_api).judge(*cat_crops).same is True
+    assert curator_for(kind, fake_api).judge(*cat_crops).same is True
     assert len(fake_api.requests) == 2
 
 
@@ -194,10 +193,10 @@ def test_server_errors_past_the_retries_fail_the_pair_and_the_run_goes_on(kind, 
              ("fine", references["cat"], references["astronaut"])]
     seen = {}
 
-    stats = curate(pairs, judge_for(kind, fake_api), concurrency=1,
+    stats = curate(pairs, curator_for(kind, fake_api), concurrency=1,
                    on_result=lambda item, result, cached: seen.update({item: result}))
 
-    assert isinstance(seen["broken"], JudgeFailure)
+    assert isinstance(seen["broken"], CurationFailure)
     assert "HTTP 500" in str(seen["broken"]) and "\n" not in str(seen["broken"])
     assert isinstance(seen["fine"], Verdict)
     assert (stats.judged, stats.failed) == (1, 1)
@@ -212,10 +211,10 @@ def test_a_server_that_times_out_fails_the_pair_and_the_run_goes_on(kind, fake_a
                 GeminiProvider("gemini-test", base_url=fake_api.url, timeout=0.2, max_retries=0))
     seen = {}
 
-    stats = curate([("slow", references["cat"], references["coffee"])], VLMJudge(provider),
+    stats = curate([("slow", references["cat"], references["coffee"])], VLMCurator(provider),
                    on_result=lambda item, result, cached: seen.update({item: result}))
 
-    assert isinstance(seen["slow"], JudgeFailure) and "\n" not in str(seen["slow"])
+    assert isinstance(seen["slow"], CurationFailure) and "\n" not in str(seen["slow"])
     assert "time" in str(seen["slow"]).lower()
     assert (stats.judged, stats.failed) == (0, 1)
 
@@ -228,7 +227,7 @@ def test_a_rejected_key_stops_the_run_and_says_what_to_do(kind, fake_api, refere
     seen = []
 
     with pytest.raises(ProviderError) as caught:
-        curate(pairs, judge_for(kind, fake_api), concurrency=2,
+        curate(pairs, curator_for(kind, fake_api), concurrency=2,
                on_result=lambda *result: seen.append(result))
 
     variable = "OPENAI_API_KEY" if kind == "openai" else "GEMINI_API_KEY"
@@ -237,14 +236,18 @@ def test_a_rejected_key_stops_the_run_and_says_what_to_do(kind, fake_api, refere
     assert len(fake_api.requests) <= 2  # what was in flight; nothing after
 
 
-def test_a_second_run_over_the_same_pairs_is_served_by_the_cache(fake_api, references, cat_crops):
+def test_a_second_run_over_the_same_pairs_is_served_by_the_cache(fake_api, references, cat_crops, tmp_path):
+    from pipeline.store import Store
+    from pipeline.wheel.stages import StoreCache
+
     fake_api.reply = lambda body: json.dumps(GOOD)
-    judge = judge_for("openai", fake_api)
+    judge = curator_for("openai", fake_api)
     pairs = [("crops", *cat_crops), ("different", references["cat"], references["coffee"])]
-    cache = MemoryCache()
+    cache = StoreCache(Store(tmp_path))
 
     first = curate(pairs, judge, cache=cache)
-    assert (first.judged, first.cached, len(fake_api.requests), len(cache)) == (2, 0, 2, 2)
+    assert (first.judged, first.cached, len(fake_api.requests)) == (2, 0, 2)
+    assert all(cache.get(cache_key(image_digest(a), image_digest(b), judge.name)) for _, a, b in pairs)
     seen = []
     second = curate(pairs, judge, cache=cache,
                     on_result=lambda item, verdict, cached: seen.append((item, verdict, cached)))
@@ -286,7 +289,7 @@ def test_concurrency_is_bounded_on_the_server(kind, fake_api, references):
     fake_api.reply = slow_reply
     pairs = [(f"pair-{i}", references["cat"], references["coffee"]) for i in range(12)]
 
-    stats = curate(pairs, judge_for(kind, fake_api), concurrency=3)
+    stats = curate(pairs, curator_for(kind, fake_api), concurrency=3)
 
     assert stats.judged == 12
     assert peak[0] == 3
@@ -295,7 +298,7 @@ def test_concurrency_is_bounded_on_the_server(kind, fake_api, references):
 def test_four_workers_are_about_four_times_faster_than_one(fake_api, references):
     fake_api.reply = lambda body: json.dumps(GOOD)
     fake_api.latency = 0.2
-    judge = judge_for("openai", fake_api)
+    judge = curator_for("openai", fake_api)
     pairs = [(f"pair-{i}", references["cat"], references["coffee"]) for i in range(8)]
 
     serial = curate(pairs, judge, concurrency=1)
@@ -321,7 +324,7 @@ def test_items_are_read_lazily_and_results_come_back_on_the_calling_thread(fake_
         threads.add(threading.get_ident())
         reported.append(item)
 
-    curate(items(), judge_for("openai", fake_api), concurrency=4, on_result=on_result)
+    curate(items(), curator_for("openai", fake_api), concurrency=4, on_result=on_result)
 
     assert threads == {threading.get_ident()}
     assert len(reported) == 30
@@ -333,7 +336,7 @@ def test_token_accounting_sums_what_the_server_reported(fake_api, references, ca
     pairs = [("crops", *cat_crops), ("different", references["cat"], references["coffee"]),
              ("more", references["astronaut"], references["coffee"])]
 
-    stats = curate(pairs, judge_for("openai", fake_api), concurrency=1)
+    stats = curate(pairs, curator_for("openai", fake_api), concurrency=1)
 
     assert len(fake_api.requests) == 4
     assert stats.input_tokens == server_input_tokens(fake_api)
@@ -341,7 +344,7 @@ def test_token_accounting_sums_what_the_server_reported(fake_api, references, ca
 
 
 def test_similarity_judge_tells_views_of_one_photo_from_different_photos(references, cat_crops):
-    judge = SimilarityJudge()
+    judge = SimilarityCurator()
     coffee = references["coffee"]
     views = [cat_crops, (references["cat"], ImageOps.mirror(references["cat"])),
              (coffee, coffee.crop((60, 40, 480, 330))),
@@ -366,7 +369,7 @@ def test_similarity_judge_tells_views_of_one_photo_from_different_photos(referen
 
 
 def test_verdict_round_trips_through_a_dict():
-    verdict = Verdict(**parse_verdict(json.dumps(GOOD)), judge="openai:gpt-4o", input_tokens=7)
+    verdict = Verdict(**check_verdict(GOOD), judge="openai:gpt-4o", input_tokens=7)
 
     data = verdict.to_dict()
 
@@ -377,6 +380,29 @@ def test_verdict_round_trips_through_a_dict():
 
 def test_bad_settings_are_refused():
     with pytest.raises(UserInputError, match="concurrency"):
-        curate([], SimilarityJudge(), concurrency=0)
+        curate([], SimilarityCurator(), concurrency=0)
     with pytest.raises(UserInputError, match="attempts"):
-        VLMJudge(OpenAICompatibleProvider("gpt-test", base_url="http://127.0.0.1:9/v1"), attempts=0)
+        VLMCurator(OpenAICompatibleProvider("gpt-test", base_url="http://127.0.0.1:9/v1"), attempts=0)
+
+
+def test_a_judge_spec_names_the_stand_in_or_a_vlm_with_one_line_refusals(monkeypatch):
+    from pipeline.evaluation.stages import judge_from_options
+    from pipeline.wheel.curation import make_curator
+
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-test")
+    assert isinstance(make_curator(None), SimilarityCurator) and isinstance(make_curator("offline"), SimilarityCurator)
+    curator = make_curator("openai:llama3@http://127.0.0.1:9/v1")
+    assert isinstance(curator, VLMCurator) and curator.name == "openai:llama3"
+    # The evaluation's judge is built from the same spec; its name and endpoint are what results record.
+    judge = judge_from_options(spec="gemini:gemini-test")
+    assert (judge.name, judge.endpoint, judge.provider.name) == ("gemini-test", "Gemini API", "gemini")
+    judge = judge_from_options(url="http://127.0.0.1:9/v1", model="local")
+    assert (judge.name, judge.endpoint) == ("local", "http://127.0.0.1:9/v1")
+    for options, message in [({"spec": "offline"}, "cannot judge"), ({}, "choose a judge"),
+                              ({"model": "x"}, "needs both --judge-url URL and --judge-model NAME"),
+                              ({"spec": "claude:opus"}, "unknown provider")]:
+        with pytest.raises(UserInputError, match=message) as refused:
+            judge_from_options(**options)
+        assert "\n" not in str(refused.value)
+    with pytest.raises(UserInputError, match="unknown provider"):
+        make_curator("claude:opus")

@@ -9,10 +9,10 @@ import pytest
 
 from pipeline.wheel.captions import builtin_captions
 from pipeline.errors import UserInputError
+from pipeline.wheel.grids import LAYOUTS
 from pipeline.wheel.prompts import (
     GRID_PROMPT_INSTRUCTION,
     GRID_PROMPT_SCHEMA,
-    LAYOUTS,
     GridPrompt,
     OfflinePromptWriter,
     make_prompt_writer,

@@ -1,0 +1,159 @@
+"""The miniature's table: concept preservation (CP) and prompt following (PF) of four rows on held-out
+identities, in three modes (identity, relight, instruct), over several evaluation seeds.
+
+The rows are the teacher drawing from the prompt alone, a copy of the reference, and the students
+trained on uncurated and on curated pairs. The judge reads the outputs' attributes, so CP and PF are
+measured against the truth the renderer holds; its own accuracy is reported beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from mini import JUDGE, PANEL, STUDENT, TEACHER, world
+from mini.judge import CONTEXT, IDENTITY, AttributeReader, judge_accuracy, read_attributes
+from mini.teacher import GUIDANCE
+from pipeline.generation.weights import ModelSpec, load_generator
+from pipeline.images import compose_grid
+from pipeline.wheel.teacher import load_teacher
+
+ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
+STUDENTS = {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}  # the shipped ones
+MODES = ("identity", "relight", "instruct")
+Log = Callable[[str], None]
+
+
+def evaluation_items(seed: int, per_mode: int = 16) -> list[dict]:
+    """Held-out identities, each rendered as a reference, with a prompt and what it asks for."""
+    rng = np.random.default_rng(1000 + seed)
+    identities = sorted(world.held_out(), key=lambda i: tuple(asdict(i).values()))
+    items = []
+    for mode in MODES:
+        for _ in range(per_mode):
+            identity = identities[rng.integers(len(identities))]
+            reference = world.sample_context(rng)
+            target = world.sample_context(rng)
+            if mode == "identity":
+                while target.scene == reference.scene:
+                    target = world.sample_context(rng)
+            if mode == "relight":
+                target = replace(reference, light=target.light, warmth=target.warmth)
+                while (target.light, target.warmth) == (reference.light, reference.warmth):
+                    target = replace(target, light=str(rng.choice(world.LIGHTS)), warmth=str(rng.choice(world.WARMTHS)))
+            wanted, named = identity, []
+            if mode == "instruct":
+                attribute = IDENTITY[rng.integers(len(IDENTITY))]
+                values = [v for v in world.ATTRIBUTE_VALUES[attribute] if v != getattr(identity, attribute)]
+                wanted, named = replace(identity, **{attribute: values[rng.integers(len(values))]}), [attribute]
+            prompt = f"{world.caption(wanted, None, named)}, {world.short_context(target)}"
+            requested = {**{x: getattr(target, x) for x in CONTEXT}, **{x: getattr(wanted, x) for x in named}}
+            preserved = {x: getattr(identity, x) for x in IDENTITY if x not in named}
+            items.append({"mode": mode, "prompt": prompt, "reference": world.render(identity, reference, PANEL),
+                          "requested": requested, "preserved": preserved})
+    return items
+
+
+def score(items: list[dict], outputs: list[Image.Image], model: AttributeReader) -> tuple[list[float], list[float]]:
+    """Per item: CP = share of the reference's kept identity attributes the judge reads in the output;
+    PF = share of the requested attributes (scene, light, warmth, a changed attribute) it reads."""
+    readings = read_attributes(model, outputs)
+    cp = [np.mean([r[x] == v for x, v in item["preserved"].items()]) for item, r in zip(items, readings)]
+    pf = [np.mean([r[x] == v for x, v in item["requested"].items()]) for item, r in zip(items, readings)]
+    return [float(x) for x in cp], [float(x) for x in pf]
+
+
+@torch.no_grad()
+def generate_row(row: str, items: list[dict], seed: int, teacher: str | Path, students: dict,
+                 steps: int = 20) -> list[Image.Image]:
+    """The outputs of one row of the table for `items`, at one evaluation seed."""
+    if row == "copy_reference":
+        return [item["reference"] for item in items]
+    generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(len(items))]
+    if row == "teacher_text":  # the wheel's own teacher, sampled as the wheel samples it
+        return load_teacher(str(teacher)).draw([item["prompt"] for item in items], PANEL, PANEL, steps, GUIDANCE,
+                                               generators)
+    pipe = load_generator(ModelSpec(base=str(teacher), dsd=str(students[row])))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe([item["reference"] for item in items], [item["prompt"] for item in items], height=PANEL, width=PANEL,
+                num_inference_steps=steps, guidance_scale=GUIDANCE, generator=generators).images
+
+
+def run_report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, students: dict | None = None,
+           seeds: int = 3, per_mode: int = 16, steps: int = 20, picture: str | Path | None = None,
+           log: Log = print) -> dict:
+    """The table: for each row, CP, PF and CP*PF (mean over `seeds` evaluation seeds, and the std of
+    CP*PF across them), on held-out identities; with the judge's accuracy beside it."""
+    started = time.perf_counter()
+    students = students or STUDENTS
+    model = AttributeReader.from_pretrained(str(judge)).eval()
+    per_seed = {row: [] for row in ROWS}
+    shown = {}
+    for seed in range(seeds):
+        items = evaluation_items(seed, per_mode)
+        for row in ROWS:
+            outputs = generate_row(row, items, seed, teacher, students, steps)
+            cp, pf = score(items, outputs, model)
+            by_mode = {mode: {"cp": float(np.mean([c for c, i in zip(cp, items) if i["mode"] == mode])),
+                              "pf": float(np.mean([p for p, i in zip(pf, items) if i["mode"] == mode]))} for mode in MODES}
+            per_seed[row].append({"cp": float(np.mean(cp)), "pf": float(np.mean(pf)), "by_mode": by_mode})
+            if seed == 0:
+                shown[row] = outputs
+        log(f"seed {seed}: " + ", ".join(f"{row} {per_seed[row][-1]['cp'] * per_seed[row][-1]['pf']:.3f}"
+                                         for row in ROWS))
+    rows = []
+    for row in ROWS:
+        runs = per_seed[row]
+        products = [run["cp"] * run["pf"] for run in runs]
+        rows.append({"name": row, "cp": round(float(np.mean([r["cp"] for r in runs])), 4),
+                     "pf": round(float(np.mean([r["pf"] for r in runs])), 4),
+                     "cp_pf": round(float(np.mean(products)), 4),
+                     "cp_pf_std": round(float(np.std(products, ddof=1)) if len(products) > 1 else 0.0, 4),
+                     "by_mode": {mode: {k: round(float(np.mean([r["by_mode"][mode][k] for r in runs])), 4)
+                                        for k in ("cp", "pf")} for mode in MODES}})
+    accuracy = json.loads((Path(judge) / "report.json").read_text())["accuracy"] \
+        if (Path(judge) / "report.json").is_file() else judge_accuracy(model)["accuracy"]
+    if picture:
+        save_picture(picture, evaluation_items(0, per_mode), shown)
+    return {"judge_accuracy": accuracy, "rows": rows, "seeds": seeds, "items_per_seed": per_mode * len(MODES),
+            "seconds": round(time.perf_counter() - started)}
+
+
+def save_picture(path: str | Path, items: list[dict], outputs: dict, columns: int = 8, scale: int = 2) -> Path:
+    """References (top row) and each row's outputs below, for the first `columns` identity-mode items
+    and a few of the other modes; labels on the left."""
+    chosen = [k for k, item in enumerate(items) if item["mode"] == "identity"][:columns - 2]
+    chosen += [k for k, item in enumerate(items) if item["mode"] != "identity"][:2]
+    side, label, gap = PANEL * scale, 150, 4
+    rows = [("reference", [item["reference"] for item in items])] + [(row, outputs[row]) for row in ROWS]
+    grid = compose_grid([pictures[k].resize((side, side), Image.NEAREST) for _, pictures in rows for k in chosen],
+                        columns=len(chosen), gutter=gap)
+    sheet = Image.new("RGB", (label + grid.width + gap, grid.height + gap), "white")
+    sheet.paste(grid, (label, 0))
+    draw = ImageDraw.Draw(sheet)
+    for r, (name, _) in enumerate(rows):
+        draw.text((6, r * (side + gap) + side // 2 - 6), name, fill=(0, 0, 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def markdown(result: dict) -> str:
+    """The report as the README's table."""
+    lines = [f"Judge same/different accuracy on held-out rendered pairs: {result['judge_accuracy']:.3f}; "
+             f"{result['seeds']} evaluation seeds x {result['items_per_seed']} held-out items.", "",
+             "| row | CP | PF | CP·PF | CP·PF std | CP·PF identity | relight | instruct |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        modes = [row["by_mode"][mode]["cp"] * row["by_mode"][mode]["pf"] for mode in MODES]
+        lines.append(f"| {row['name']} | {row['cp']:.3f} | {row['pf']:.3f} | {row['cp_pf']:.3f} | "
+                     f"{row['cp_pf_std']:.3f} | " + " | ".join(f"{m:.3f}" for m in modes) + " |")
+    return "\n".join(lines)
