@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.wheel.curation import VLMCurator, curate  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
 from pipeline.providers import OpenAICompatibleProvider  # noqa: E402
+from pipeline.wheel.curation import VLMCurator, curate  # noqa: E402
 from tests.fake_api import FakeAPI  # noqa: E402
 
 REPLY = json.dumps({

@@ -25,9 +25,9 @@ from diffusers.configuration_utils import register_to_config
 from PIL import Image, ImageFilter
 from torch import nn
 
+from mini import world
 from pipeline.errors import UserInputError
 from pipeline.wheel.curation import Verdict
-from mini import world
 
 IDENTITY = world.ATTRIBUTES
 CONTEXT = ("scene", "light", "warmth")

@@ -15,8 +15,17 @@ from pipeline.generation.weights import ModelSpec
 from pipeline.images import parse_size
 from pipeline.providers import make_provider
 from pipeline.wheel.grids import Layout
-from studio.job_settings import (CaptionsStage, CurateStage, GridsStage, JudgeStage, MetricsStage, PairsStage,
-                                 PromptsStage, SampleStage, StageSettings)
+from studio.job_settings import (
+    CaptionsStage,
+    CurateStage,
+    GridsStage,
+    JudgeStage,
+    MetricsStage,
+    PairsStage,
+    PromptsStage,
+    SampleStage,
+    StageSettings,
+)
 
 RUNNABLE_STAGES = ("captions", "prompts", "grids", "pairs", "curate")  # the wheel stages the tab starts
 

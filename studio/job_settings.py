@@ -88,6 +88,15 @@ class StageSettings:
         return shlex.join(["dsd", *self.COMMAND, *self.flags()])
 
 
+def add_stage_group(commands, name: str, help: str, stages: dict[str, type[StageSettings]],
+                    common: argparse.ArgumentParser, job: argparse.ArgumentParser) -> None:
+    """`dsd NAME STAGE`: a subcommand per stage, each taking its settings' flags and the hidden `--job`."""
+    group = commands.add_parser(name, parents=[common], help=help)
+    subcommands = group.add_subparsers(dest="stage", required=True)
+    for settings in stages.values():
+        settings.add_parser(subcommands, [job])
+
+
 def by_name(*classes: type[StageSettings]) -> dict[str, type[StageSettings]]:
     return {cls.COMMAND[1]: cls for cls in classes}
 

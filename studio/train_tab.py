@@ -20,8 +20,7 @@ from pipeline.errors import UserInputError
 from pipeline.generation.generate import Settings
 from pipeline.jobs import log_tail
 from pipeline.store import Store
-from studio.config_form import (CHOICES, FIELD_NAMES, FIELDS, config_from_form, field_kind, form_values,
-                                is_number_box)
+from studio.config_form import CHOICES, FIELD_NAMES, FIELDS, config_from_form, field_kind, form_values, is_number_box
 from studio.pictures import sample_grid_file
 from studio.resolve import DEFAULT_BASE, resolve_config
 from studio.shared import LOG_BYTES, selected_id, shown_as_gr_error

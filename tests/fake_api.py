@@ -189,9 +189,8 @@ def _make_handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 payload = {"error": {"code": status, "message": message,
                                      "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
             extra = {}
-            if status == 429 or status >= 500:
-                if api.retry_after_ms is not None:
-                    extra["retry-after-ms"] = str(api.retry_after_ms)
+            if (status == 429 or status >= 500) and api.retry_after_ms is not None:
+                extra["retry-after-ms"] = str(api.retry_after_ms)
             self._send(status, payload, headers=extra)
 
         def _send(self, status: int, payload: Any, content_type: str = "application/json",

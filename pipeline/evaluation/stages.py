@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 import PIL.Image
 
-from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
 from pipeline.errors import UserInputError
+from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
 from pipeline.evaluation.judge import judge_item, load_templates, summarize
 from pipeline.providers import Provider, endpoint, judge_provider
 from pipeline.store import Store

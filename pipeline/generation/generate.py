@@ -18,10 +18,10 @@ import PIL.Image
 import torch
 
 from pipeline.errors import UserInputError
-from pipeline.images import check_panel_size, load_image, png_with_metadata
 from pipeline.generation.modes import MEMORY_MODES, get_mode
-from pipeline.store import DEFAULT_HOME, Store, data_home
 from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
+from pipeline.images import check_panel_size, load_image, png_with_metadata
+from pipeline.store import DEFAULT_HOME, Store, data_home
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 16

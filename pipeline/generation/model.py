@@ -12,6 +12,7 @@ base model, so a plain FLUX checkpoint is a valid starting point for training.
 """
 
 import torch
+
 # `ModelMixin` must be an attribute of this module: `DiffusionPipeline.from_pretrained` looks a
 # component's loading method up among the base classes its module exposes.
 from diffusers import FluxTransformer2DModel, ModelMixin  # noqa: F401

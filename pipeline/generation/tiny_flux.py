@@ -1,9 +1,9 @@
-"""Tiny FLUX-architecture components built in code: the embedded default and the tests' models.
+"""Tiny FLUX-architecture components built in code: the tests' models and the miniature's teacher.
 
 Nothing here downloads anything. The components have FLUX's real classes and layout (a VAE with
 8x compression and 16 latent channels, CLIP-L and T5 encoders, the DSD transformer), only narrow,
 so a saved folder loads through the same `from_pretrained` code as FLUX.1-dev. `python -m
-pipeline.generation.tiny_flux assets/tiny-dsd` writes the embedded default.
+pipeline.generation.tiny_flux assets/tiny-dsd` writes the tests' untrained tiny model.
 """
 
 import json
@@ -39,7 +39,7 @@ background foreground sky clouds night day morning evening winter summer autumn 
 
 @dataclass(frozen=True)
 class TinyConfig:
-    """Sizes of a tiny FLUX. The defaults are the embedded default model."""
+    """Sizes of a tiny FLUX. The defaults are the tests' model in `assets/tiny-dsd`."""
 
     layers: int = 2
     single_layers: int = 2
@@ -50,7 +50,7 @@ class TinyConfig:
     seed: int = 0
     words: tuple[str, ...] = ()  # the T5 tokenizer's words; empty: `WORDS`
     max_text_tokens: int = 512  # the T5 tokenizer's length, which the pipelines pad prompts to
-    rope: tuple[int, ...] = ()  # rotary dims per axis (frame, row, column); empty: the embedded default's split
+    rope: tuple[int, ...] = ()  # rotary dims per axis (frame, row, column); empty: half to the frame, a quarter to each side
 
     @property
     def rope_axes(self) -> tuple[int, ...]:

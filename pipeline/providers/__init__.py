@@ -8,12 +8,13 @@ contains one.
 """
 
 from pipeline.errors import UserInputError
-from pipeline.providers.base import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Completion, InvalidReply, Provider,
-                                     ProviderError, is_auth_failure)
+
+# The package's interface: what the wheel, the evaluator and the studio import from here.
+from pipeline.providers.base import InvalidReply, Provider, ProviderError, is_auth_failure  # noqa: F401
 from pipeline.providers.gemini import GeminiProvider
 from pipeline.providers.offline import OfflineProvider
 from pipeline.providers.openai_compatible import OpenAICompatibleProvider
-from pipeline.providers.structured import JsonReply, ask_json, read_json
+from pipeline.providers.structured import ask_json  # noqa: F401
 
 SPEC_FORMS = ("offline", "openai:MODEL", "openai:MODEL@BASE_URL", "gemini:MODEL",
               "gemini:MODEL@BASE_URL")

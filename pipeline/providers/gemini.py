@@ -11,9 +11,20 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from PIL import Image
 
-from pipeline.providers.base import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Completion, ProviderError, connection_error,
-                                     jpeg_bytes, label, malformed_error, provider_repr, read_key, status_error,
-                                     timeout_error)
+from pipeline.providers.base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Completion,
+    ProviderError,
+    connection_error,
+    jpeg_bytes,
+    label,
+    malformed_error,
+    provider_repr,
+    read_key,
+    status_error,
+    timeout_error,
+)
 
 
 class GeminiProvider:

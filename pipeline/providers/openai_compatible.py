@@ -9,9 +9,21 @@ from typing import Sequence
 import openai
 from PIL import Image
 
-from pipeline.providers.base import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Completion, ProviderError, connection_error,
-                                     jpeg_bytes, label, malformed_error, one_line, provider_repr, read_key,
-                                     status_error, timeout_error)
+from pipeline.providers.base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Completion,
+    ProviderError,
+    connection_error,
+    jpeg_bytes,
+    label,
+    malformed_error,
+    one_line,
+    provider_repr,
+    read_key,
+    status_error,
+    timeout_error,
+)
 
 
 class OpenAICompatibleProvider:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import UserInputError
-from pipeline.wheel.grids import Layout
 from pipeline.providers import OfflineProvider, Provider, ask_json
+from pipeline.wheel.grids import Layout
 
 DEFAULT_LAYOUT = "2x2"
 PROMPT_VERSION = "grid-prompt-1"  # change it when the instruction or the templates change

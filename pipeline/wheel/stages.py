@@ -3,7 +3,9 @@
 Each stage is a plain function that reads the previous stage's rows from the store, writes its
 own, and skips what is already done, so a rerun after a crash continues where it stopped. The
 CLI (`dsd wheel STAGE`), the Data wheel tab (through a job) and the tests call these functions.
-With no provider or teacher given, every stage runs offline on the embedded default.
+Stages take ready objects (a prompt writer, a teacher folder, a curator); without a writer or a
+curator they run offline (templates, the image-similarity stand-in). The studio's defaults (its
+embedded miniature as teacher) are filled in by the CLI and the tabs (`studio/resolve.py`).
 """
 
 import hashlib
@@ -16,14 +18,14 @@ from pathlib import Path
 
 import PIL.Image
 
-from pipeline.wheel.captions import builtin_captions, filter_captions, read_captions
-from pipeline.wheel.curation import CurationFailure, Curator, SimilarityCurator, curate
-from pipeline.wheel.prompts import PROMPT_VERSION, Writer, duplicate_sources, make_prompt_writer
-from pipeline.wheel.grids import Layout, compose_pairs, panel_problem, split_grid
+from pipeline.errors import UserInputError
 from pipeline.jobs import JobReporter
 from pipeline.providers import make_provider
-from pipeline.errors import UserInputError
 from pipeline.store import REVIEW_DECISIONS, Store, utc_now
+from pipeline.wheel.captions import builtin_captions, filter_captions, read_captions
+from pipeline.wheel.curation import CurationFailure, Curator, SimilarityCurator, curate
+from pipeline.wheel.grids import Layout, compose_pairs, panel_problem, split_grid
+from pipeline.wheel.prompts import PROMPT_VERSION, Writer, duplicate_sources, make_prompt_writer
 
 PROMPT_BATCH = 32  # prompts written per store transaction: a crash loses at most this many LLM calls
 

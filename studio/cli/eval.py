@@ -7,14 +7,11 @@ command as a job.
 import argparse
 import json
 
-from studio.job_settings import EVAL_STAGES, JudgeStage, MetricsStage, SampleStage, StageSettings
+from studio.job_settings import EVAL_STAGES, JudgeStage, MetricsStage, SampleStage, StageSettings, add_stage_group
 
 
 def add_commands(commands, common: argparse.ArgumentParser, job: argparse.ArgumentParser) -> None:
-    evaluation = commands.add_parser("eval", parents=[common], help="evaluate a model: DreamBench++ judge, CLIP/DINO")
-    stages = evaluation.add_subparsers(dest="stage", required=True)
-    for settings in EVAL_STAGES.values():
-        settings.add_parser(stages, [job])
+    add_stage_group(commands, "eval", "evaluate a model: DreamBench++ judge, CLIP/DINO", EVAL_STAGES, common, job)
 
 
 def run_eval(args) -> int:

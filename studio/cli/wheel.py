@@ -6,15 +6,22 @@ command as a job.
 
 import argparse
 
-from studio.job_settings import (WHEEL_STAGES, CaptionsStage, CurateStage, ExportStage, GridsStage, ImportStage,
-                                 PairsStage, PromptsStage, StageSettings)
+from studio.job_settings import (
+    WHEEL_STAGES,
+    CaptionsStage,
+    CurateStage,
+    ExportStage,
+    GridsStage,
+    ImportStage,
+    PairsStage,
+    PromptsStage,
+    StageSettings,
+    add_stage_group,
+)
 
 
 def add_commands(commands, common: argparse.ArgumentParser, job: argparse.ArgumentParser) -> None:
-    wheel = commands.add_parser("wheel", parents=[common], help="make training pairs: captions to curated pairs")
-    stages = wheel.add_subparsers(dest="stage", required=True)
-    for settings in WHEEL_STAGES.values():
-        settings.add_parser(stages, [job])
+    add_stage_group(commands, "wheel", "make training pairs: captions to curated pairs", WHEEL_STAGES, common, job)
 
 
 def run_wheel(args) -> int:

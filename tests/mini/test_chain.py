@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from pipeline.errors import UserInputError
 from mini import GRID, world
 from mini.teacher import TeacherSettings, training_grid
 
@@ -92,8 +90,8 @@ def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continu
     """The miniature's encoders have no pretraining: they learn with the teacher, then load from its folder."""
     import torch
 
-    from pipeline.generation.pipeline import DSDPipeline
     from mini.teacher import TEACHER_CONFIG, train_teacher
+    from pipeline.generation.pipeline import DSDPipeline
     from pipeline.generation.tiny_flux import build_tiny_components
 
     settings = TeacherSettings(vae_steps=3, steps=6, images=32, batch=4)

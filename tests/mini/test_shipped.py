@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from mini import ASSETS, GRID, JUDGE, PANEL, TEACHER, world
 from pipeline.wheel.grids import panel_problem, split_grid
-from mini import ASSETS, GRID, JUDGE, PANEL, STUDENT, TEACHER, world
 
 ROOT = Path(__file__).resolve().parents[2]
 # A held-out subject (never in any training set of the miniature), as in the Generate tab's examples.
@@ -58,10 +58,10 @@ def test_the_embedded_default_is_the_curated_student_at_its_own_size(judge_model
     """No model named: the generator is the teacher plus the curated student, 64 px and 20 steps. It
     draws the prompt's scene, and the reference shows: a held-out purple star comes out purple more often
     than the teacher draws purple from the same words (the report measures the rest, on 144 items)."""
-    from mini.judge import read_attributes
-    from pipeline.wheel.teacher import load_teacher
     from mini.embedded import with_embedded
+    from mini.judge import read_attributes
     from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
+    from pipeline.wheel.teacher import load_teacher
 
     spec = with_embedded(ModelSpec())
     assert sampling_defaults(spec) == {"width": PANEL, "height": PANEL, "steps": 20}

@@ -6,10 +6,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mini.world import (ATTRIBUTE_VALUES, ATTRIBUTE_WORDS, ATTRIBUTES, LIGHTS, SCENES, SHAPES, VOCABULARY,
-                                 WARMTHS,
-                                 Context, Identity, all_identities, caption, caption_words, describe_context,
-                                 held_out, render, sample_context, sample_identity)
+from mini.world import (
+    ATTRIBUTE_VALUES,
+    ATTRIBUTE_WORDS,
+    ATTRIBUTES,
+    LIGHTS,
+    SCENES,
+    SHAPES,
+    VOCABULARY,
+    WARMTHS,
+    Context,
+    Identity,
+    all_identities,
+    caption,
+    caption_words,
+    describe_context,
+    held_out,
+    render,
+    sample_context,
+    sample_identity,
+)
 
 SUBJECT = Identity(shape="hexagon", body="blue", pattern="stripes", accent="gold", accessory="hat")
 CONTEXTS = [Context(), Context(scene="grass", x=0.4, rotation=20, light="left", warmth="warm"),

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.images import load_image
 from pipeline.generation.tiny_flux import TinyConfig, save_tiny_model
 from pipeline.generation.weights import ModelSpec, load_generator
+from pipeline.images import load_image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 

@@ -5,7 +5,6 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, features
 
 from pipeline.errors import UserInputError
-from tests.pictures import png_declaring
 from pipeline.images import (
     check_panel_size,
     compose_grid,
@@ -15,6 +14,7 @@ from pipeline.images import (
     png_with_metadata,
     read_png_metadata,
 )
+from tests.pictures import png_declaring
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 RED, WHITE = (255, 0, 0), (255, 255, 255)

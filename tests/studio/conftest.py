@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.wheel import stages as wheel
 from pipeline.generation.generate import Settings
 from pipeline.store import Store
+from pipeline.wheel import stages as wheel
 from studio.app import build_studio
 from studio.resolve import resolve_teacher, resolve_writer
 

@@ -6,8 +6,8 @@ import time
 import pytest
 from gradio_client import Client
 
-from pipeline.evaluation import stages as evaluation
 from mini.embedded import with_embedded
+from pipeline.evaluation import stages as evaluation
 from pipeline.generation.weights import ModelSpec
 from pipeline.store import Store
 from tests.pipeline.evaluation.test_stages import ScriptedJudge

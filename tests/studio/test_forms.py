@@ -6,8 +6,15 @@ import pytest
 
 from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec
-from studio.forms import (generation_request, judge_stage, metrics_stage, model_spec, sample_stage, wheel_stage,
-                          whole_number)
+from studio.forms import (
+    generation_request,
+    judge_stage,
+    metrics_stage,
+    model_spec,
+    sample_stage,
+    wheel_stage,
+    whole_number,
+)
 from studio.job_settings import CaptionsStage, CurateStage, GridsStage, JudgeStage, PromptsStage, SampleStage
 
 CAT = Path(__file__).resolve().parents[2] / "assets" / "examples" / "cat.jpg"

@@ -10,8 +10,20 @@ from pipeline.errors import UserInputError
 from pipeline.evaluation.stages import get_eval
 from pipeline.store import Store
 from studio.cli import build_parser
-from studio.job_settings import (CaptionsStage, CurateStage, ExportStage, GridsStage, ImportStage, JudgeStage,
-                                 MetricsStage, PairsStage, PromptsStage, ReportStage, SampleStage, StatsStage)
+from studio.job_settings import (
+    CaptionsStage,
+    CurateStage,
+    ExportStage,
+    GridsStage,
+    ImportStage,
+    JudgeStage,
+    MetricsStage,
+    PairsStage,
+    PromptsStage,
+    ReportStage,
+    SampleStage,
+    StatsStage,
+)
 from train import launcher
 from train.config import load_preset
 

@@ -2,10 +2,8 @@
 
 import time
 
-
 from pipeline.store import Store
 from tests.studio.conftest import TIMEOUT_MS, save_screenshot
-
 
 
 def wait_for_review(store: Store, pair_id: int, timeout: float = 20) -> dict | None:

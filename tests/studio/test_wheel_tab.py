@@ -9,6 +9,7 @@ from gradio_client import Client
 from pipeline.store import Store
 from tests.studio.conftest import CURATED
 
+
 @pytest.fixture(scope="module")
 def client(wheel_studio):
     return Client(wheel_studio.url, verbose=False)

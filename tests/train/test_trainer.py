@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
 from PIL import Image
+from safetensors.torch import load_file
 
 from pipeline.generation.weights import ModelSpec, load_generator
 from train.config import RELEASED_TARGETS, TrainConfig

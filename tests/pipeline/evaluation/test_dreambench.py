@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.evaluation.dreambench import BUILTIN, KINDS, load_benchmark
 from pipeline.errors import UserInputError
+from pipeline.evaluation.dreambench import BUILTIN, KINDS, load_benchmark
 
 PROMPTS = [f"prompt {index}" for index in range(9)]
 

@@ -6,8 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (
-    BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config, Dinov2Model, ViTConfig,
-    ViTImageProcessor, ViTModel,
+    BitImageProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    Dinov2Config,
+    Dinov2Model,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
 )
 
 from pipeline.errors import UserInputError

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mini.embedded import with_embedded
+from pipeline.errors import UserInputError
 from pipeline.evaluation import stages as evaluation
 from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
-from pipeline.errors import UserInputError
-from mini.embedded import with_embedded
 from pipeline.generation.weights import ModelSpec
 from pipeline.store import Store
 from tests.fake_api import request_images, request_texts

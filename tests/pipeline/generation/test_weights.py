@@ -18,8 +18,8 @@ from peft import LoraConfig
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import UserInputError
-from pipeline.generation.pipeline import DSDPipeline
 from pipeline.generation.model import DSDTransformer2DModel
+from pipeline.generation.pipeline import DSDPipeline
 from pipeline.generation.weights import LORA_FILE, ModelSpec, load_generator, load_transformer, save_dsd_weights
 
 DOUBLE_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")

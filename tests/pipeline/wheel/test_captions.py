@@ -7,14 +7,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.errors import UserInputError
+from pipeline.providers import OpenAICompatibleProvider, ProviderError
 from pipeline.wheel.captions import (
     CAPTION_FILTER_SCHEMA,
     builtin_captions,
     filter_captions,
     read_captions,
 )
-from pipeline.errors import UserInputError
-from pipeline.providers import OpenAICompatibleProvider, ProviderError
 from tests.fake_api import request_texts
 
 

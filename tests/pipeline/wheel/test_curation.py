@@ -7,6 +7,8 @@ import time
 import pytest
 from PIL import ImageOps
 
+from pipeline.errors import UserInputError
+from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, ProviderError
 from pipeline.wheel.curation import (
     CURATION_PROMPT,
     PROMPT_VERSION,
@@ -22,8 +24,6 @@ from pipeline.wheel.curation import (
     image_digest,
     prompt_fingerprint,
 )
-from pipeline.errors import UserInputError
-from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, ProviderError
 from tests.fake_api import request_images, request_texts
 
 KINDS = ["openai", "gemini"]

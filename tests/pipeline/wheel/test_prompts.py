@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from pipeline.wheel.captions import builtin_captions
 from pipeline.errors import UserInputError
+from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, ProviderError
+from pipeline.wheel.captions import builtin_captions
 from pipeline.wheel.grids import LAYOUTS
 from pipeline.wheel.prompts import (
     GRID_PROMPT_INSTRUCTION,
@@ -20,7 +21,6 @@ from pipeline.wheel.prompts import (
     subject_of,
     write_grid_prompt,
 )
-from pipeline.providers import GeminiProvider, OpenAICompatibleProvider, ProviderError
 from tests.fake_api import request_texts
 
 KINDS = ["openai", "gemini"]

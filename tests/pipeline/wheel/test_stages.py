@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from sqlite_utils import Database
 
-from pipeline.wheel.dataset import export_pairs, import_pairs
 from pipeline.store import Store
+from pipeline.wheel.dataset import export_pairs, import_pairs
 from pipeline.wheel.stages import wheel_stats
 from tests.fake_api import request_images
 
