@@ -1,10 +1,14 @@
 """What the edge fills in: the embedded model, the default teacher, `mini:` judges, the default prompt writer."""
 
+import json
+
 import pytest
 
-from mini import world
+from mini import GRID, STUDENT, TEACHER, world
 from pipeline.errors import UserInputError
-from studio.resolve import resolve_judge
+from pipeline.generation.weights import ModelSpec, sampling_defaults
+from studio.resolve import resolve_config, resolve_judge, resolve_model, resolve_teacher, resolve_writer
+from train.config import TrainConfig
 
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
 
@@ -23,3 +27,42 @@ def test_the_wheel_curates_with_the_miniature_judge_spec(tmp_path):
     config.write_text(config.read_text().replace('"stem": 16', '"stem": 24'))
     with pytest.raises(UserInputError, match="cannot load the miniature judge"):
         resolve_judge(f"mini:{tmp_path / 'other'}")
+
+
+def test_a_judge_saved_under_its_former_class_name_still_loads(tmp_path):
+    from mini.judge import AttributeReader
+
+    AttributeReader().save_pretrained(str(tmp_path / "judge"))
+    config = tmp_path / "judge" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "AttributeJudge"}))
+    assert resolve_judge(f"mini:{tmp_path / 'judge'}").name.startswith("mini-judge:")
+
+
+def test_a_blank_model_is_the_embedded_miniature_and_a_named_one_is_kept():
+    embedded = resolve_model(ModelSpec())
+    assert (embedded.base, embedded.dsd) == (str(TEACHER), str(STUDENT / "curated"))
+    assert "miniature" in embedded.describe()
+    assert sampling_defaults(embedded) == {"width": 64, "height": 64, "steps": 20}  # the miniature's own
+    named = ModelSpec(base="models/flux1-dev", dsd="models/dsd")
+    assert resolve_model(named) == named
+    # DSD weights without a base (a training run's, say) run on the embedded base, without its student.
+    run = resolve_model(ModelSpec(dsd="runs/3/weights"))
+    assert (run.base, run.dsd) == (str(TEACHER), "runs/3/weights")
+
+
+def test_a_blank_teacher_is_the_miniature_at_its_own_grid_size():
+    assert resolve_teacher(None, None) == (str(TEACHER), (GRID, GRID), "embedded miniature teacher")
+    assert resolve_teacher("models/flux1-dev", None) == ("models/flux1-dev", (1024, 1024), None)
+    assert resolve_teacher(None, (288, 288))[1] == (288, 288)
+
+
+def test_a_training_config_without_a_base_fine_tunes_the_embedded_base():
+    assert resolve_config(TrainConfig()).base == str(TEACHER)
+    assert resolve_config(TrainConfig(base="models/flux1-dev")).base == "models/flux1-dev"
+
+
+def test_the_default_prompt_writer_knows_the_world_and_falls_back_to_templates():
+    for spec in (None, "offline"):
+        write = resolve_writer(spec)
+        assert write("a green dotted star wearing a crown").subject == "green dotted star wearing a crown"
+        assert write("a photo of a dog").panels[0].startswith("the dog")

@@ -1,11 +1,19 @@
 """The DSD generator on a tiny model: sizes, batches, seeds, guidance, reconstructions, fitting."""
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.errors import UserInputError
 from pipeline.generation.pipeline import FULL, IMAGE_ONLY, UNCOND, combine_guidance, guidance_passes
+
+ROOT = Path(__file__).resolve().parents[3]
 
 PROMPT = "a photo of the same subject on a beach"
 
@@ -191,3 +199,19 @@ def test_any_prompt_text_maps_inside_the_tiny_encoders(tiny_pipe):
     prompt = "a full-body shot of a hand-painted robot, 3/4 view! x-ray ÜBER naïve 1234567890?"
     for tokenizer, encoder in ((tiny_pipe.tokenizer, tiny_pipe.text_encoder), (tiny_pipe.tokenizer_2, tiny_pipe.text_encoder_2)):
         assert max(tokenizer(prompt).input_ids) < encoder.config.vocab_size
+
+
+def test_a_folder_saved_before_the_method_moved_into_generation_still_loads(tiny_base, tmp_path):
+    """Pipeline folders written before the layout change name the transformer's module `pipeline.model`
+    in their model_index.json; `DSDPipeline.from_pretrained` loads them, in a fresh process."""
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_base, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"], index["transformer"] = "DSDPipeline", ["pipeline.model", "DSDTransformer2DModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    script = ("import sys; from pipeline.generation.pipeline import DSDPipeline; "
+              "pipe = DSDPipeline.from_pretrained(sys.argv[1]); print(type(pipe.transformer).__name__)")
+    loaded = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-1] == "DSDTransformer2DModel"
