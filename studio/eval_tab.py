@@ -2,7 +2,7 @@
 
 Layout and event wiring only. Sampling, judging and the feature metrics run as `dsd eval STAGE` in a
 job process of their own, started from their settings (`studio.forms`, `studio.shared.start_stage`); the
-tab reads the store on a timer. API names: `eval_sample`, `eval_judge`, `eval_metrics`, `eval_stop`,
+tab shows what `studio.views` reads from the store, on a timer. API names: `eval_sample`, `eval_judge`, `eval_metrics`, `eval_stop`,
 `eval_jobs`, `eval_names`, `eval_results`, `eval_sample_view`.
 """
 
@@ -16,76 +16,8 @@ from pipeline.generation.generate import Settings
 from pipeline.jobs import reconcile
 from pipeline.store import Store
 from studio.forms import judge_stage, metrics_stage, sample_stage
-from studio.shared import JOB_HEADERS, job_log, job_rows, selected_id, shown_as_gr_error, start_stage, stop_job
-
-FIGURE_HEADERS = ["figure", "mean", "std"]
-SCORE_HEADERS = ["run", "judge", "CP", "PF", "CP reasoning", "PF reasoning"]
-NO_JUDGEMENTS = "has no judgements yet: run **Judge** first (after **Sample**)."
-
-
-# what the tab shows
-
-
-def figure_rows(result: dict) -> list[list]:
-    rows = [[label, result[key]["mean"], result[key]["std"]] for label, key in
-            (("CP", "cp"), ("PF", "pf"), ("CP·PF", "cp_pf")) if result.get(key)]
-    if result.get("cp_debiased") is not None:
-        rows.append(["de-biased CP", result["cp_debiased"], None])
-    rows += [[name, value, None] for name, value in result.get("metrics", {}).items()]
-    return rows
-
-
-def category_frame(result: dict) -> pd.DataFrame:
-    rows = [{"category": category, "cp": figures["cp"]["mean"]}
-            for category, figures in sorted(result["by_category"].items())
-            if figures.get("cp") and figures["cp"].get("mean") is not None]
-    return pd.DataFrame(rows, columns=["category", "cp"])
-
-
-def provenance_text(result: dict) -> str:
-    prov, coverage = result["provenance"], result["coverage"]
-    partial = "**PARTIAL** (missing or failed items)" if result["partial"] else "complete"
-    return (f"**{prov['evaluation']}**: coverage {coverage['scored']}/{coverage['expected']}, {partial}; "
-            f"{result['runs']} run(s) · {evaluation.describe_judge(prov)} · model {prov['model']} · "
-            f"benchmark {prov['benchmark']}")
-
-
-def results_view(store: Store, name) -> tuple:
-    """(figures, provenance line, Table 1 markdown, CP by category) of an evaluation, or a message instead."""
-    empty = [], "", "", pd.DataFrame(columns=["category", "cp"])
-    if not (name or "").strip():
-        return [], "Pick an evaluation.", *empty[2:]
-    found = evaluation.get_eval(store, name)
-    if not store.count_judgements(found["id"]):
-        samples = store.count_eval_samples(found["id"])
-        return [], f"Evaluation **{found['name']}** ({samples} samples) {NO_JUDGEMENTS}", *empty[2:]
-    result = evaluation.report(store, found["id"], allow_partial=True)
-    return figure_rows(result), provenance_text(result), evaluation.markdown_table(result), category_frame(result)
-
-
-def reasoning(replies: dict, criterion: str) -> str:
-    texts = (replies or {}).get(criterion) or []
-    return texts[-1].strip() if texts else ""
-
-
-def sample_view(store: Store, name, index) -> tuple:
-    """(index, reference, output, caption, scores) for sample `index` of an evaluation, in benchmark order."""
-    if not (name or "").strip():
-        return 0, None, None, "Pick an evaluation.", []
-    found = evaluation.get_eval(store, name)
-    samples = store.eval_samples(found["id"])
-    if not samples:
-        return 0, None, None, f"Evaluation **{found['name']}** has no samples yet: run **Sample** first.", []
-    index = min(max(int(index or 0), 0), len(samples) - 1)
-    sample = samples[index]
-    judged = store.eval_judgements(found["id"], sample["item_id"], sample["k"])
-    scores = [[row["run"], row["judge"], row["cp"], row["pf"], reasoning(row["replies"], "cp"),
-               reasoning(row["replies"], "pf")] for row in judged]
-    caption = (f"**{index + 1} of {len(samples)}** · {sample['item_id']} ({sample['category']}, {sample['kind']}), "
-               f"seed {sample['seed']}\n\n**Prompt:** {sample['prompt']}"
-               + ("" if judged else "\n\n*Not judged yet.*"))
-    return index, sample["reference"], sample["path"], caption, scores
-
+from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
+from studio.views import FIGURE_HEADERS, JOB_HEADERS, SCORE_HEADERS, job_log, job_rows, results_view, sample_view
 
 # layout
 

@@ -2,7 +2,7 @@
 
 Layout and event wiring only. Every generation goes through `pipeline.generation.generate.generate`, the
 function the CLI and the tests call, with the request the form means (`studio.forms.generation_request`);
-the history reads the store. API names: `generate`, `history`, `run_weights`, `stop`.
+what it shows (results, history) comes from `studio.views`. API names: `generate`, `history`, `run_weights`, `stop`.
 """
 
 from collections.abc import Callable
@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import gradio as gr
 
 from mini.embedded import is_embedded
-from pipeline.errors import UserInputError
 from pipeline.generation import generate as service
 from pipeline.generation.generate import Settings
 from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
@@ -21,7 +20,8 @@ from pipeline.generation.weights import DTYPES, sampling_defaults
 from pipeline.store import Store
 from studio.forms import generation_request, model_spec
 from studio.resolve import resolve_model
-from studio.shared import local_time, selected_id, shown_as_gr_error
+from studio.shared import selected_id, shown_as_gr_error
+from studio.views import HISTORY_HEADERS, gallery_items, generation_details, history_rows, timings_text
 from train import launcher
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
@@ -37,32 +37,9 @@ MINI_EXAMPLES = [
     ("mini-circle.png", "relight", "lit from the right, in cool light"),
     ("mini-triangle.png", "instruct", "a creature wearing a hat, at sea, lit from above, in neutral light"),
 ]
-HISTORY_HEADERS = ["id", "time", "mode", "prompt", "seed", "size", "total s"]
-HISTORY_LIMIT = 200
-DETAIL_FIELDS = ("id", "created_at", "status", "error", "mode", "prompt", "prompt_used", "model",
-                 "seed", "num_images", "params", "timings", "notices", "reference_path")
 
 
-# what the tab shows
-
-
-def gallery_items(result: service.GenerateResult) -> list[tuple[str, str]]:
-    items = [(str(path), f"seed {seed}") for path, seed in zip(result.paths, result.seeds)]
-    for path, seed in zip(result.paths, result.seeds):
-        recon = service.reconstruction_path(path)
-        if recon.is_file():
-            items.append((str(recon), f"reconstruction, seed {seed}"))
-    return items
-
-
-def timings_text(timings: dict[str, float]) -> str:
-    parts = [f"total {timings['total_s']:.1f} s"]
-    parts += [f"{name} {timings[key]:.1f} s" for name, key in
-              (("load", "load_s"), ("encode", "encode_s"), ("denoise", "denoise_s"), ("decode", "decode_s"))
-              if key in timings]
-    if "per_step_s" in timings:
-        parts.append(f"{timings['per_step_s']:.2f} s/step")
-    return " · ".join(parts)
+# a mode's defaults, as component updates
 
 
 def mode_defaults(mode: str):
@@ -74,39 +51,6 @@ def mode_defaults(mode: str):
         gr.Slider(value=preset.image_guidance),
         gr.Slider(value=preset.text_guidance),
     )
-
-
-# history
-
-
-def history_rows(store: Store, search: str = "") -> list[list]:
-    rows = store.list_generations(limit=HISTORY_LIMIT, search=(search or "").strip() or None)
-    return [history_row(row) for row in rows]
-
-
-def history_row(row: dict) -> list:
-    params, timings = row.get("params") or {}, row.get("timings") or {}
-    when = local_time(row["created_at"])
-    size = f"{params['width']}x{params['height']}" if "width" in params else ""
-    total = round(timings["total_s"], 1) if "total_s" in timings else None
-    prompt = row["prompt"] if row["status"] == "ok" else f"[{row['status']}] {row['prompt']}"
-    return [row["id"], when, row["mode"], prompt, row["seed"], size, total]
-
-
-def generation_details(store: Store, generation_id) -> tuple[list[tuple[str, str]], dict]:
-    """The output pictures still on disk and the recorded parameters of one generation."""
-    try:
-        row = store.get_generation(int(generation_id))
-    except (KeyError, TypeError, ValueError):
-        raise UserInputError(f"no generation {generation_id!r} in the history: refresh it") from None
-    seeds = (row.get("params") or {}).get("seeds") or []
-    paths = row.get("output_paths") or []
-    pictures = [(path, f"seed {seed}") for path, seed in zip(paths, seeds) if Path(path).is_file()]
-    details = {key: row.get(key) for key in DETAIL_FIELDS if row.get(key) not in (None, [], "")}
-    missing = [path for path in paths if not Path(path).is_file()]
-    if missing:
-        details["missing_files"] = missing
-    return pictures, details
 
 
 # layout

@@ -1,24 +1,21 @@
-"""What the tabs share: a user's error shown as one line, the id of a clicked table row, and the start, table,
-log and stop button of a tab's background jobs (wheel stages, evaluation stages).
+"""What the tabs share: a user's error shown as one line, the id of a clicked table row, and the start and
+stop of a tab's background jobs (wheel stages, evaluation stages); their table and log are `studio.views`'.
 
 Jobs of one tab share a kind prefix ("wheel:", "eval:"); the rest of the kind is the stage.
 """
 
 import logging
 from contextlib import contextmanager
-from datetime import datetime
 
 import gradio as gr
 
 from pipeline.errors import UserInputError
-from pipeline.jobs import log_tail, request_stop, start_job
+from pipeline.jobs import request_stop, start_job
 from pipeline.providers import ProviderError
 from pipeline.store import Store
 from studio.job_settings import StageSettings
 
 USER_ERRORS = (UserInputError, ProviderError)
-JOB_HEADERS = ["id", "stage", "status", "progress", "started", "error"]
-JOBS_SHOWN, LOG_BYTES = 20, 6000
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +41,10 @@ def selected_id(event: gr.SelectData):
     return (event.row_value or [None])[0]
 
 
-def local_time(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
-
-
 def start_stage(store: Store, settings: StageSettings) -> tuple[int, str]:
     """Start a stage as a job; returns its id and a message with the command it runs."""
     job_id = start_job(store, settings)
     return job_id, f"Started job {job_id}: `{settings.shell_line()}`"
-
-
-def job_rows(store: Store, prefix: str) -> list[list]:
-    """The newest jobs of kind `prefix*`, as the jobs table shows them."""
-    return [[job["id"], job["kind"].removeprefix(prefix), job["status"],
-             f"{job['done'] or 0}/{job['total']}" if job["total"] else "",
-             local_time(job["started_at"]), job["error"] or ""] for job in store.jobs(prefix, limit=JOBS_SHOWN)]
-
-
-def job_log(store: Store, prefix: str, job_id) -> str:
-    """The end of the log of job `job_id`, or of the newest job of kind `prefix*` when none is given."""
-    jobs = store.jobs(prefix, job_id=int(job_id) if job_id else None, limit=1)
-    return log_tail(jobs[0]["log_path"], LOG_BYTES) if jobs else ""
 
 
 def stop_job(store: Store, prefix: str, job_id, what: str) -> int:

@@ -1,36 +1,31 @@
 """The Train tab: a training run's settings, its launch, and what it reports while it trains.
 
 Layout and event wiring only. A run is an `accelerate launch` process of its own (`train.launcher`),
-so it survives page reloads; the tab reads the store on a timer. The form is generated from
+so it survives page reloads; the tab shows what `studio.views` reads from the store, on a timer. The form is generated from
 `TrainConfig`'s fields (`studio.config_form`), so every knob of a run is here, and the API takes them by name.
 API names: `train_start`, `train_stop`, `train_save`, `train_sample`, `train_resume`, `train_runs`,
 `train_preset_load`, `train_preset_save`.
 """
 
 import inspect
-import math
 from dataclasses import Field
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
-import pandas as pd
 
 from pipeline.errors import UserInputError
 from pipeline.generation.generate import Settings
-from pipeline.jobs import log_tail
 from pipeline.store import Store
 from studio.config_form import CHOICES, FIELD_NAMES, FIELDS, config_from_form, field_kind, form_values, is_number_box
-from studio.pictures import sample_grid_file
 from studio.resolve import DEFAULT_BASE, resolve_config
-from studio.shared import LOG_BYTES, selected_id, shown_as_gr_error
+from studio.shared import selected_id, shown_as_gr_error
+from studio.views import RUN_HEADERS, run_rows, run_view
 from train import launcher
 from train.config import TrainConfig, load_preset, preset_names, save_preset
 
 DEFAULT_PRESET = "cpu-smoke"  # runs on any machine: a first-time user can press Start
-RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
-LOSSES = ("loss", "loss_reference", "loss_target")
-RUNS_SHOWN, PLOT_POINTS, FORM_COLUMNS = 20, 1000, 8
+FORM_COLUMNS = 8
 HINTS = {
     "data": "a parquet file on the server, as `dsd wheel export` writes",
     "base": "blank: the embedded miniature teacher; a FLUX.1-dev folder or hub id",
@@ -63,50 +58,6 @@ def chosen_run(store: Store, run_id, statuses: tuple[str, ...], action: str) -> 
     if not found:
         raise UserInputError(f"no {' or '.join(statuses)} training run: nothing to {action}")
     return found[0]
-
-
-# what the tab shows
-
-
-def run_rows(store: Store) -> list[list]:
-    rows = []
-    for run in store.runs(limit=RUNS_SHOWN):
-        s = launcher.run_summary(store, run)
-        loss = "" if s["loss"] is None else f"{s['loss']:.4f}"
-        rows.append([s["id"], s["name"], s["status"], f"{s['step']}/{s['steps']}", loss, s["eta"], s["devices"],
-                     s["error"]])
-    return rows
-
-
-def loss_frame(store: Store, run_id: int) -> pd.DataFrame | None:
-    """The run's losses, one row per (step, series), thinned to about PLOT_POINTS steps; None before the first."""
-    count = store.count_metrics(run_id)
-    stride = max(1, math.ceil(count / PLOT_POINTS))
-    rows = store.run_metrics(run_id, stride)
-    newest = store.last_metric(run_id)
-    if newest and (not rows or rows[-1]["step"] != newest["step"]):
-        rows.append(newest)
-    if not rows:
-        return None
-    return pd.DataFrame([(row["step"], row[series], series) for row in rows for series in LOSSES
-                         if row[series] is not None], columns=["step", "loss", "series"])
-
-
-def samples_picture(store: Store, run_id: int) -> str | None:
-    """The run's samples grid as a PNG in the data folder (None before its first samples)."""
-    samples = store.run_samples(run_id)
-    return sample_grid_file(samples, store.home / "sample-grids", run_id)
-
-
-def run_view(store: Store, run_id) -> tuple:
-    """(log tail, loss frame, samples grid, command) of run `run_id`, or of the newest run when blank or 0."""
-    found = store.runs(int(run_id)) if run_id else store.runs(limit=1)
-    if not found:
-        note = f"no training run {int(run_id)}" if run_id else ""
-        return note, None, None, ""
-    run = found[0]
-    return (log_tail(run["log_path"], LOG_BYTES), loss_frame(store, run["id"]), samples_picture(store, run["id"]),
-            launcher.command_line(run))
 
 
 # layout

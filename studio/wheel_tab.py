@@ -2,7 +2,7 @@
 
 Layout and event wiring only. A stage runs as `dsd wheel STAGE` in a job process of its own, started
 from its settings (`studio.forms.wheel_stage`, `studio.shared.start_stage`), so it survives page reloads;
-the tab reads the store on a timer. API names: `wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`,
+the tab shows what `studio.views` reads from the store, on a timer. API names: `wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`,
 `wheel_review`, `wheel_export`.
 Keyboard, while no text box has the focus: a accept, r reject, f flag, j / right next, k / left previous.
 """
@@ -15,14 +15,14 @@ import gradio as gr
 
 from pipeline.generation.generate import Settings
 from pipeline.jobs import reconcile
-from pipeline.store import REVIEW_DECISIONS, REVIEW_FILTERS, VERDICT_FILTERS, Store
+from pipeline.store import REVIEW_FILTERS, VERDICT_FILTERS, Store
 from pipeline.wheel.dataset import CAPTION_STYLES, export_pairs
 from pipeline.wheel.grids import LAYOUTS
 from pipeline.wheel.stages import review_pair, review_queue, wheel_stats
 from studio.forms import RUNNABLE_STAGES, wheel_stage
-from studio.shared import JOB_HEADERS, job_log, job_rows, selected_id, shown_as_gr_error, start_stage, stop_job
+from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
+from studio.views import JOB_HEADERS, PAIR_HEADERS, job_log, job_rows, pair_rows, pair_view
 
-PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
 PAIRS_SHOWN = 2000
 SHORTCUTS = {"a": "wheel-accept", "r": "wheel-reject", "f": "wheel-flag", "j": "wheel-next",
              "ArrowRight": "wheel-next", "k": "wheel-previous", "ArrowLeft": "wheel-previous"}
@@ -48,58 +48,6 @@ PAGE_JS = """() => {
     button.click();
   });
 }""" % (json.dumps(PICTURES_CSS), json.dumps(SHORTCUTS))
-
-
-# what the tab shows
-
-
-def verdict_label(pair: dict) -> str:
-    if pair["verdict_status"] is None:
-        return ""
-    return "failed" if pair["verdict_status"] != "ok" else "same" if pair["same"] else "not same"
-
-
-def pair_rows(pairs: list[dict]) -> list[list]:
-    return [[p["pair_id"], p["grid_id"], verdict_label(p), p["confidence"], p["decision"] or ""] for p in pairs]
-
-
-VERDICT_FIELDS = (("Subject", "subject"), ("Reference", "description_a"), ("Target", "description_b"),
-                  ("Reasoning", "reasoning"), ("Target caption", "caption_target"),
-                  ("Instruction caption", "caption_instruction"), ("Grid prompt", "grid_prompt"))
-
-
-def verdict_text(pair: dict) -> str:
-    status = verdict_label(pair)
-    if not status:
-        head = "**No verdict yet**: run the *curate* stage."
-    elif status == "failed":
-        head = f"**The judge failed** ({pair['judge']}): {pair['verdict_error']}"
-    else:
-        head = (f"**{'Same subject' if pair['same'] else 'Not the same subject'}**, "
-                f"confidence {pair['confidence']} · judge: {pair['judge']}")
-    shown = VERDICT_FIELDS if status in ("same", "not same") else VERDICT_FIELDS[-1:]
-    return "\n\n".join([head] + [f"**{label}:** {pair[key]}" for label, key in shown if pair[key]])
-
-
-def review_text(pair: dict) -> str:
-    if not pair["decision"]:
-        return "**Not reviewed yet**"
-    return f"**{REVIEW_DECISIONS.get(pair['decision'], pair['decision']).capitalize()}**" + (
-        f": {pair['note']}" if pair["note"] else "")
-
-
-def pair_view(store: Store, ids: list[int], index: int) -> tuple:
-    """(index, reference, target, grid, position, verdict, review, note, pair id) for pair `index` of `ids`."""
-    if not ids:
-        return 0, None, None, None, "No pairs match the filters.", "", "", "", None
-    index = min(max(int(index or 0), 0), len(ids) - 1)
-    found = store.pairs_by_id([ids[index]])
-    if not found:
-        return index, None, None, None, f"Pair {ids[index]} is gone: refresh the list.", "", "", "", None
-    pair = found[0]
-    position = f"**{index + 1} of {len(ids)}** · pair {pair['pair_id']} from grid {pair['grid_id']}"
-    return (index, pair["reference_path"], pair["target_path"], pair["grid_path"], position,
-            verdict_text(pair), review_text(pair), pair["note"] or "", pair["pair_id"])
 
 
 # layout
