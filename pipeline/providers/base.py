@@ -86,11 +86,16 @@ def label(provider) -> str:
     return f"{provider.name}:{provider.model}{where}"
 
 
-def provider_repr(provider) -> str:
-    return (
-        f"{type(provider).__name__}(model={provider.model!r}, base_url={provider.base_url!r}, "
-        f"api_key_env={provider.api_key_env!r})"
-    )
+class RemoteProvider:
+    """What the providers behind an API share: where they connect, how patiently, and a repr that names the
+    key's variable, never the key."""
+
+    def __init__(self, model: str, base_url: str | None, api_key_env: str, timeout: float, max_retries: int):
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.timeout, self.max_retries = timeout, max_retries
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
 
 
 def one_line(text: str, key: str | None, limit: int = 200) -> str:

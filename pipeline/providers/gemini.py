@@ -16,18 +16,18 @@ from pipeline.providers.base import (
     DEFAULT_TIMEOUT,
     Completion,
     ProviderError,
+    RemoteProvider,
     connection_error,
     jpeg_bytes,
     label,
     malformed_error,
-    provider_repr,
     read_key,
     status_error,
     timeout_error,
 )
 
 
-class GeminiProvider:
+class GeminiProvider(RemoteProvider):
     """Gemini through `google-genai`. The key comes from `api_key_env`, else GOOGLE_API_KEY.
 
     The SDK retries 429/5xx and connection errors `max_retries` times, waiting `retry_delay`
@@ -45,11 +45,7 @@ class GeminiProvider:
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_delay: float = 1.0,
     ) -> None:
-        self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.max_retries = max_retries
-        self.timeout = timeout
+        super().__init__(model, base_url, api_key_env, timeout, max_retries)
         env_names = list(dict.fromkeys([api_key_env, "GOOGLE_API_KEY"]))
         self._key_env, self._key = read_key(self, env_names, required=base_url is None)
         retry = genai_types.HttpRetryOptions(
@@ -64,9 +60,6 @@ class GeminiProvider:
                 base_url=base_url, timeout=int(timeout * 1000), retry_options=retry
             ),
         )
-
-    def __repr__(self) -> str:
-        return provider_repr(self)
 
     def complete(
         self,

@@ -14,19 +14,19 @@ from pipeline.providers.base import (
     DEFAULT_TIMEOUT,
     Completion,
     ProviderError,
+    RemoteProvider,
     connection_error,
     jpeg_bytes,
     label,
     malformed_error,
     one_line,
-    provider_repr,
     read_key,
     status_error,
     timeout_error,
 )
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(RemoteProvider):
     """Chat Completions through the `openai` SDK: OpenAI, or vLLM / Ollama / LM Studio via base_url.
 
     The SDK retries 429/5xx and connection errors `max_retries` times with exponential backoff
@@ -43,20 +43,13 @@ class OpenAICompatibleProvider:
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
-        self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.max_retries = max_retries
-        self.timeout = timeout
+        super().__init__(model, base_url, api_key_env, timeout, max_retries)
         self._key_env, self._key = read_key(self, [api_key_env], required=base_url is None)
         # Local servers need no key, but the SDK insists on one.
         self._client = openai.OpenAI(
             api_key=self._key or "no-key", base_url=base_url, timeout=timeout,
             max_retries=max_retries,
         )
-
-    def __repr__(self) -> str:
-        return provider_repr(self)
 
     def complete(
         self,
