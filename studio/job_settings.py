@@ -107,7 +107,8 @@ def by_name(*classes: type[StageSettings]) -> dict[str, type[StageSettings]]:
 @dataclass(frozen=True)
 class CaptionsStage(StageSettings):
     COMMAND, HELP = ("wheel", "captions"), "load reference captions"
-    source: str | None = option("--from", help="txt, csv, jsonl or parquet file (default: the built-in set)")
+    source: str | None = option("--from", help="txt, csv, jsonl or parquet file (default: the embedded "
+                                      "miniature's world; photo captions: assets/captions.txt)")
     column: str | None = option("--column", help="caption column of a csv/jsonl/parquet file (default: caption or text)")
     limit: int | None = option("--limit", type=int)
     filter_with: str | None = option("--filter", help=f"keep captions with a clear subject, judged by {PROVIDER_HELP}")

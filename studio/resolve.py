@@ -15,6 +15,7 @@ from pipeline.generation.weights import ModelSpec
 MINI_JUDGE = "mini:"
 DEFAULT_BASE = str(TEACHER)  # what a run without a base fine-tunes, and the base of one recorded without
 FLUX_GRID = (1024, 1024)
+WORLD_CAPTIONS, WORLD_CAPTION_COUNT = "miniature world", 500
 
 
 def resolve_model(spec: ModelSpec) -> ModelSpec:
@@ -34,6 +35,14 @@ def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[
     if teacher:
         return teacher, size or FLUX_GRID, None
     return str(TEACHER), size or GRID_SIZE, TEACHER_NAME
+
+
+def resolve_captions(limit: int | None) -> tuple[str, list[str]]:
+    """The captions a wheel starts from without a caption file: the embedded miniature's world (captions of
+    its training creatures), which its teacher can draw; a seeded list, so a larger limit extends a smaller."""
+    from mini.recipe import wheel_captions
+
+    return WORLD_CAPTIONS, wheel_captions(limit or WORLD_CAPTION_COUNT)
 
 
 def resolve_judge(spec: str | None):

@@ -60,8 +60,8 @@ def run_form() -> SimpleNamespace:
         f.stage = gr.Dropdown(list(RUNNABLE_STAGES), value="captions", label="Stage", elem_id="wheel-stage")
         f.limit = gr.Number(None, label="Limit", info="blank: everything pending", precision=0, elem_id="wheel-limit")
     with gr.Group(visible=True) as f.captions:
-        f.source = gr.Textbox("", label="Caption file", placeholder="blank: the built-in set; or a txt, csv, jsonl or "
-                              "parquet file on the server", elem_id="wheel-source")
+        f.source = gr.Textbox("", label="Caption file", placeholder="blank: the miniature's world; or a txt, csv, jsonl "
+                              "or parquet file on the server", elem_id="wheel-source")
     with gr.Group(visible=False) as f.prompts, gr.Row():
         f.writer = gr.Textbox("", label="Prompt writer", placeholder="blank: offline templates; openai:MODEL[@URL] or gemini:MODEL")
         f.layout = gr.Dropdown(list(LAYOUTS), value="2x2", allow_custom_value=True, label="Layout")

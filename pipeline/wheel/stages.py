@@ -60,11 +60,16 @@ def wheel_folder(store: Store, kind: str) -> Path:
 
 
 def run_captions(store: Store, source: str | None = None, limit: int | None = None, column: str | None = None,
-                 filter_with: str | None = None) -> StageResult:
-    """Load reference captions (built-in set or a file), optionally keep only those an LLM finds a subject in."""
-    captions = read_captions(source, column=column, limit=limit) if source else builtin_captions()[:limit]
+                 filter_with: str | None = None, default: tuple[str, list[str]] | None = None) -> StageResult:
+    """Load reference captions from a file, or else the `default` set (its name, its captions; the built-in
+    photo captions unless the caller gives another); optionally keep only those an LLM finds a subject in."""
+    if source:
+        captions = read_captions(source, column=column, limit=limit)
+    else:
+        source, captions = default or ("builtin", builtin_captions())
+        captions = captions[:limit]
     verdicts = filter_captions(make_provider(filter_with), captions) if filter_with else [(c, None, None) for c in captions]
-    rows = [{"text": text, "source": source or "builtin", "keep": None if keep is None else int(keep),
+    rows = [{"text": text, "source": source, "keep": None if keep is None else int(keep),
              "filter_reason": reason} for text, keep, reason in verdicts]
     added = store.add("captions", rows)
     kept = sum(1 for _, keep, _ in verdicts if keep is not False)

@@ -45,11 +45,12 @@ def run_stage(store, stage: StageSettings, reporter):
     from pipeline.images import parse_size
     from pipeline.wheel import dataset
     from pipeline.wheel import stages as wheel
-    from studio.resolve import resolve_judge, resolve_teacher, resolve_writer
+    from studio.resolve import resolve_captions, resolve_judge, resolve_teacher, resolve_writer
 
     match stage:
         case CaptionsStage():
-            return wheel.run_captions(store, stage.source, stage.limit, stage.column, stage.filter_with)
+            default = None if stage.source else resolve_captions(stage.limit)
+            return wheel.run_captions(store, stage.source, stage.limit, stage.column, stage.filter_with, default)
         case PromptsStage():
             return wheel.run_prompts(store, resolve_writer(stage.writer), stage.layout, stage.limit, stage.dedupe,
                                      reporter)

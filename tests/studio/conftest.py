@@ -14,7 +14,7 @@ from pipeline.generation.generate import Settings
 from pipeline.store import Store
 from pipeline.wheel import stages as wheel
 from studio.app import build_studio
-from studio.resolve import resolve_teacher, resolve_writer
+from studio.resolve import resolve_captions, resolve_teacher, resolve_writer
 
 
 def free_port() -> int:
@@ -91,7 +91,7 @@ CURATED = 12  # pairs the judge has seen; the rest (about 14 of the 26 or so) ha
 def run_offline_wheel(home: Path) -> Store:
     """Every stage in-process on the embedded default, then one "not same" and one failed verdict, as a VLM gives."""
     store = Store(home)
-    wheel.run_captions(store, limit=3)
+    wheel.run_captions(store, limit=3, default=resolve_captions(3))  # the world's creatures, as the CLI starts
     wheel.run_prompts(store, resolve_writer(None))
     teacher, size, name = resolve_teacher(None, None)  # the embedded miniature at its own grid size
     wheel.run_grids(store, teacher, size=size, steps=4, teacher_name=name)

@@ -7,7 +7,8 @@ import pytest
 from mini import GRID, STUDENT, TEACHER, world
 from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec, sampling_defaults
-from studio.resolve import resolve_config, resolve_judge, resolve_model, resolve_teacher, resolve_writer
+from studio.resolve import (resolve_captions, resolve_config, resolve_judge, resolve_model, resolve_teacher,
+                            resolve_writer)
 from train.config import TrainConfig
 
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
@@ -66,3 +67,10 @@ def test_the_default_prompt_writer_knows_the_world_and_falls_back_to_templates()
         write = resolve_writer(spec)
         assert write("a green dotted star wearing a crown").subject == "green dotted star wearing a crown"
         assert write("a photo of a dog").panels[0].startswith("the dog")
+
+
+def test_without_a_caption_file_the_wheel_starts_from_creatures_the_miniature_can_draw():
+    name, captions = resolve_captions(8)
+    assert len(set(captions)) == 8 and all(world.parse_subject(caption) is not None for caption in captions)
+    assert resolve_captions(20)[1][:8] == captions  # a larger limit extends the same list
+    assert len(resolve_captions(None)[1]) > 100 and name == "miniature world"
