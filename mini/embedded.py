@@ -2,13 +2,23 @@
 
 The method's code never picks a model by itself; the studio and the command line (the edge) fill in
 what a user left blank with these, and hand the result down: the teacher as the base of generation,
-training and grid drawing, the curated student as the DSD weights, the teacher's own grid size.
+training and grid drawing, the curated student as the DSD weights, the teacher's own grid size. What
+the miniature can draw is said here too: prompts in its world's words, and a notice for a reference
+that is not of its world.
 """
 
+import functools
+import json
 from dataclasses import replace
 
-from mini import GRID, STUDENT, TEACHER
+import numpy as np
+import torch
+from PIL import Image
+
+from mini import GRID, PANEL, STUDENT, TEACHER, world
+from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec
+from pipeline.images import fit_to_panel
 
 LABEL = "embedded miniature (64 px world creatures: teacher + curated student)"
 TEACHER_NAME = "embedded miniature teacher"
@@ -26,3 +36,63 @@ def with_embedded(spec: ModelSpec) -> ModelSpec:
 
 def is_embedded(spec: ModelSpec) -> bool:
     return spec == with_embedded(ModelSpec(dtype=spec.dtype))
+
+
+def is_miniature(spec: ModelSpec) -> bool:
+    """Whether `spec` draws the miniature's world: its teacher is the base (with any DSD weights)."""
+    return spec.base == str(TEACHER)
+
+
+# what the miniature understands
+
+# The instruct mode's one-attribute changes, as (what the prompt will say, "attribute:value").
+CHANGES = [(world.caption(replace(world.Identity(), **{a: v}), None, [a]), f"{a}:{v}")
+           for a in world.ATTRIBUTES for v in world.ATTRIBUTE_VALUES[a]]
+
+
+def world_prompt(scene: str, light: str, warmth: str, change: str | None = None) -> str:
+    """A prompt in the world's words: "a creature" (or the one attribute `change`, "accessory:hat", asks
+    for), then the scene and the light; the reference gives the rest of the subject."""
+    for name, value, values in (("scene", scene, world.SCENES), ("light", light, world.LIGHTS),
+                                ("warmth", warmth, world.WARMTHS)):
+        if value not in values:
+            raise UserInputError(f"{name} {value!r} is not a word of the miniature's world: use one of {', '.join(values)}")
+    if change and change not in {value for _, value in CHANGES}:
+        raise UserInputError(f"change {change!r}: use attribute:value, such as accessory:hat")
+    subject = "a creature"
+    if change:
+        attribute, value = change.split(":")
+        subject = world.caption(replace(world.Identity(), **{attribute: value}), None, [attribute])
+    return f"{subject}, {world.short_context(world.Context(scene=scene, light=light, warmth=warmth))}"
+
+
+# A picture of the world comes back from the miniature's own VAE about as well as its training pictures
+# (median 1.0 times their error; at most 2.9 times over 600 random renders); the example and benchmark
+# photos come back 3.4 to 4.7 times worse.
+NOT_OF_THE_WORLD = 3.2
+NOTICE = ("this reference does not look like a creature of the embedded miniature's world (its own VAE cannot "
+          "reproduce it): the miniature draws only its 64 px creatures, so expect one of them. For photos, run "
+          "FLUX.1-dev with the DSD weights: Base model and DSD weights in the Model panel, or --base and --dsd "
+          "(DSD_BASE, DSD_WEIGHTS)")
+
+
+@functools.cache
+def _teacher_vae():
+    from diffusers import AutoencoderKL
+
+    trained = json.loads((TEACHER / "vae" / "vae.json").read_text())["vae_reconstruction_mse"]
+    return AutoencoderKL.from_pretrained(str(TEACHER / "vae")).eval(), trained
+
+
+@torch.no_grad()
+def reference_error(image: Image.Image) -> float:
+    """How much worse than its training pictures the teacher's VAE reproduces `image` (fit to a panel)."""
+    vae, trained = _teacher_vae()
+    pixels = torch.from_numpy(np.array(fit_to_panel(image, PANEL, PANEL))).permute(2, 0, 1)[None].float() / 127.5 - 1
+    again = vae.decode(vae.encode(pixels).latent_dist.mean).sample
+    return float(((again - pixels) ** 2).mean()) / trained
+
+
+def reference_notice(image: Image.Image) -> str | None:
+    """A notice when the reference is not of the miniature's world (a photo, say), else None."""
+    return NOTICE if reference_error(image) > NOT_OF_THE_WORLD else None

@@ -12,14 +12,15 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from mini.embedded import is_embedded
+from mini import world
+from mini.embedded import CHANGES, is_embedded, is_miniature, world_prompt
 from pipeline.generation import generate as service
 from pipeline.generation.generate import Settings
 from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.generation.weights import DTYPES, sampling_defaults
 from pipeline.store import Store
 from studio.forms import generation_request, model_spec
-from studio.resolve import resolve_model
+from studio.resolve import reference_notices, resolve_model
 from studio.shared import selected_id, shown_as_gr_error
 from studio.views import HISTORY_HEADERS, gallery_items, generation_details, history_rows, timings_text
 from train import launcher
@@ -66,6 +67,7 @@ def form(settings: Settings) -> SimpleNamespace:
     f.mode = gr.Radio([(m.label, m.name) for m in MODES.values()], value=first.name, label="Mode", elem_id="mode")
     f.hint = gr.Markdown(first.hint, elem_id="mode-hint")
     f.prompt = gr.Textbox(label="Prompt", placeholder=first.example, lines=3, elem_id="prompt")
+    f.words = world_words() if is_miniature(resolve_model(settings.model)) else None
     with gr.Row():
         f.size = gr.Textbox(size, label="Size", info="512 or WIDTHxHEIGHT, multiples of 16", elem_id="size")
         f.steps = gr.Slider(1, 100, value=sampling["steps"], step=1, label="Steps", elem_id="steps")
@@ -90,6 +92,20 @@ def form(settings: Settings) -> SimpleNamespace:
         f.lora = gr.Textbox(settings.model.lora or "", label="Extra LoRA", placeholder="none; a .safetensors file")
         f.dtype = gr.Dropdown(["auto", *DTYPES], value=settings.model.dtype, label="Precision")
     return f
+
+
+def world_words() -> SimpleNamespace:
+    """The miniature's own words as choices beside the prompt: it draws only what its world names."""
+    w = SimpleNamespace()
+    with gr.Accordion("Words the miniature knows (it draws 64 px creatures of its own world)", open=True):
+        with gr.Row():
+            w.scene = gr.Dropdown(list(world.SCENES), value="desert", label="Scene", elem_id="words-scene")
+            w.light = gr.Dropdown(list(world.LIGHTS), value="left", label="Light from", elem_id="words-light")
+            w.warmth = gr.Dropdown(list(world.WARMTHS), value="warm", label="Warmth", elem_id="words-warmth")
+            w.change = gr.Dropdown([("nothing (identity, relight)", "")] + CHANGES, value="",
+                                   label="Change (instruct)", elem_id="words-change")
+        w.write = gr.Button("Write the prompt", size="sm", elem_id="words-write")
+    return w
 
 
 def results() -> SimpleNamespace:
@@ -154,6 +170,15 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
     f.run.focus(lambda: gr.Dropdown(choices=launcher.runs_with_weights(store)), None, f.run, queue=False,
                 api_visibility="private")
     f.run.select(run_weights_handler(store), f.run, [f.base, f.dsd], api_name="run_weights")
+    if f.words:
+        f.words.write.click(world_prompt_handler, [f.words.scene, f.words.light, f.words.warmth, f.words.change],
+                            f.prompt, queue=False, api_name="world_prompt")
+
+
+def world_prompt_handler(scene: str, light: str, warmth: str, change: str = "") -> str:
+    """A prompt in the miniature's words: the scene, the light and, for instruct, one change."""
+    with shown_as_gr_error("writing the prompt"):
+        return world_prompt(scene, light, warmth, change or None)
 
 
 def run_weights_handler(store: Store):
@@ -173,9 +198,10 @@ def generate_handler(settings: Settings, generate_fn: Callable):
         with shown_as_gr_error("generation"):
             request = generation_request(reference, prompt, mode, size, steps, num_images, seed, randomise,
                                          guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
-            run_settings = replace(settings, memory=memory, model=resolve_model(model_spec(base, dsd, lora, dtype)))
+            model = resolve_model(model_spec(base, dsd, lora, dtype))
+            notices = reference_notices(model, request.image)
             progress(0, desc="loading the model")
-            result = generate_fn(request, run_settings,
+            result = generate_fn(request, replace(settings, memory=memory, model=model), notices=notices,
                                  progress=lambda step, total: progress((step, total), desc="denoising"))
         for notice in result.notices:
             gr.Warning(notice)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mini import TEACHER
 from mini.embedded import GRID_SIZE, TEACHER_NAME, with_embedded
+from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec
 
 MINI_JUDGE = "mini:"
@@ -35,6 +36,20 @@ def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[
     if teacher:
         return teacher, size or FLUX_GRID, None
     return str(TEACHER), size or GRID_SIZE, TEACHER_NAME
+
+
+def reference_notices(spec: ModelSpec, image) -> list[str]:
+    """What to tell a user about a reference for the model `spec`: the miniature says when it is not of its world."""
+    from mini.embedded import is_miniature, reference_notice
+    from pipeline.images import load_image
+
+    if not is_miniature(spec):
+        return []
+    try:
+        notice = reference_notice(load_image(image))
+    except UserInputError:
+        return []  # a picture that cannot be read: the generation refuses it with its own message
+    return [notice] if notice else []
 
 
 def resolve_captions(limit: int | None) -> tuple[str, list[str]]:

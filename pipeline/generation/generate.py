@@ -10,7 +10,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -203,8 +203,10 @@ def generate(
     settings: Settings,
     out: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    notices: Sequence[str] = (),
 ) -> GenerateResult:
-    """Validate, generate, save and record one request. Bad input raises `UserInputError`."""
+    """Validate, generate, save and record one request. Bad input raises `UserInputError`. `notices`: what
+    the caller has to say about the request (recorded and returned with the generation's own)."""
     spec = settings.model
     if request.mode in settings.mode_loras:
         spec = replace(spec, lora=settings.mode_loras[request.mode])
@@ -217,7 +219,7 @@ def generate(
     pipe = MODELS.get(spec, settings.memory)
     load_s = time.perf_counter() - started
 
-    notices = []
+    notices = list(notices)
     prompt_used = mode.prompt(enhance(settings, request, reference, request.prompt, notices))
     notices += prompt_notices(pipe, prompt_used)
     seed = secrets.randbelow(2**31) if request.seed is None else request.seed

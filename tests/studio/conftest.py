@@ -62,8 +62,11 @@ def browser():
         if os.environ.get("DSD_REQUIRE_BROWSER") == "1":
             pytest.fail(f"{CHROMIUM} is missing and DSD_REQUIRE_BROWSER=1: apt-get install chromium")
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Expectations wait as long as actions do: they guard against a hang, they do not time the studio (a
+    # picture drawn on a busy 2-core machine can take longer than expect's 5 s default).
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -13,6 +13,7 @@ from tests.pictures import bad_pictures, offline_hub
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CAT = ASSETS / "examples" / "cat.jpg"
+STAR = ASSETS / "examples" / "mini-star.png"  # a creature of the embedded miniature's world
 SMALL = dict(size="64x64", steps=1, num_images=1)
 
 
@@ -29,7 +30,8 @@ def generate(client, reference=CAT, **fields):
 
 def test_generate_saves_pictures_with_metadata_and_a_history_row(client, studio):
     gallery, seeds, notices, timings = generate(
-        client, prompt="a photo of the cat on a sofa", size="128x128", steps=4, num_images=2, randomise=False, seed=41
+        client, reference=STAR, prompt="a photo of the cat on a sofa", size="128x128", steps=4, num_images=2,
+        randomise=False, seed=41,
     )
 
     assert seeds == "41, 42"
@@ -49,6 +51,24 @@ def test_generate_saves_pictures_with_metadata_and_a_history_row(client, studio)
     row = table["data"][0]
     assert row[2:6] == ["identity", "a photo of the cat on a sofa", 41, "128x128"]
     assert client.predict(search="no such prompt", api_name="/history")["data"] == []
+
+
+def test_the_miniature_says_when_a_reference_is_not_of_its_world(client):
+    _, _, notices, _ = generate(client, reference=CAT)
+    assert "does not look like a creature of the embedded miniature's world" in notices
+    assert "FLUX.1-dev" in notices and "--base" in notices  # how to switch
+    assert generate(client, reference=STAR, prompt="a creature, at sea, lit from above, in cool light")[2] == ""
+    table = client.predict(search="a photo of the cat on a sofa", api_name="/history")
+    assert table["data"]  # the generation with the notice is in the history like any other
+
+
+def test_the_prompt_helper_writes_in_the_miniatures_words(client):
+    prompt = client.predict(scene="sea", light="top", warmth="cool", change="accessory:hat", api_name="/world_prompt")
+    assert prompt == "a creature wearing a hat, at sea, lit from above, in cool light"
+    assert client.predict(scene="desert", light="left", warmth="warm", change="", api_name="/world_prompt") == (
+        "a creature, in a desert, lit from the left, in warm light")
+    with pytest.raises(Exception, match="forest"):  # refused with one line: a word the world does not know
+        client.predict(scene="forest", light="left", warmth="warm", change="", api_name="/world_prompt")
 
 
 def test_a_too_long_prompt_still_generates_and_says_what_was_cut(client):
