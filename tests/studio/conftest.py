@@ -92,7 +92,7 @@ CURATED = 12  # pairs the judge has seen; the rest (about 14 of the 26 or so) ha
 
 
 def run_offline_wheel(home: Path) -> Store:
-    """Every stage in-process on the embedded default, then one "not same" and one failed verdict, as a VLM gives."""
+    """Every stage in-process on the embedded default, then three "same", one "not same" and one failed verdict, as a VLM gives."""
     store = Store(home)
     wheel.run_captions(store, limit=3, default=resolve_captions(3))  # the world's creatures, as the CLI starts
     wheel.run_prompts(store, resolve_writer(None))
@@ -101,6 +101,12 @@ def run_offline_wheel(home: Path) -> Store:
     wheel.run_pairs(store)
     wheel.run_curate(store, limit=CURATED)
     judged = [pair["pair_id"] for pair in store.judged_pairs()]
+    # What the stand-in says about 4-step grids depends on the CPU's rounding; the tab's filters need each
+    # kind of verdict (and two accepted pairs after a rejection), so three "same" verdicts are written here too, as a VLM gives them.
+    for pair_id in (judged[0], judged[3], judged[4]):
+        store.put("verdicts", {"pair_id": pair_id, "status": "ok", "same": 1, "confidence": 0.8,
+                               "subject": "one robot", "description_a": "a red robot", "description_b": "a red robot",
+                               "reasoning": "the same robot from two sides", "judge": "test"})
     store.put("verdicts", {"pair_id": judged[1], "status": "ok", "same": 0, "confidence": 0.95,
                            "subject": "two different robots", "description_a": "a red robot", "description_b": "a blue robot",
                            "reasoning": "the colours differ", "judge": "test"})
