@@ -58,6 +58,7 @@ class TeacherSettings:
     batch: int = 16
     lr: float = 1e-3
     grid_share: float = 0.5  # share of steps that train on 2x2 grids (the rest on single panels)
+    canvas_share: float = 0.0  # share of steps that train on 1x2 canvases of one subject, as the student draws them
     inconsistent: float = 0.2  # share of training grids where one panel changes an unnamed attribute
     grid_named: float = 0.5  # chance that a grid prompt names each attribute
     single_named: float = 0.8  # the same for a single panel's caption
@@ -99,6 +100,16 @@ def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[
         identities[rng.integers(4)] = replace(identity, **{attribute: other_value(rng, attribute, getattr(identity, attribute))})
     panels = [world.render(i, c, PANEL) for i, c in zip(identities, contexts)]
     return prompt.text, compose_grid(panels, columns=2, gutter=GUTTER), consistent
+
+
+def training_canvas(rng: np.random.Generator, settings: TeacherSettings) -> tuple[str, Image.Image]:
+    """(a two-panel prompt, a 64x128 canvas): one subject in two contexts, side by side with no gutter, the
+    canvas `[reference | output]` the student is fine-tuned to draw."""
+    identity = world.sample_identity(rng)
+    named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
+    contexts = world.grid_contexts(rng, 2, settings.spread)
+    prompt = world_grid_prompt(world.caption(identity, None, named), Layout(1, 2), contexts)
+    return prompt.text, compose_grid([world.render(identity, c, PANEL) for c in contexts], columns=2, gutter=0)
 
 
 def training_single(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
@@ -187,16 +198,18 @@ def embed(pipe, clip_ids: torch.Tensor, t5_ids: torch.Tensor) -> tuple[torch.Ten
 
 
 def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict:
-    """The rendered, encoded training set: singles and grids, latents and prompt embeddings."""
+    """The rendered, encoded training set: singles, grids (and canvases when trained on), latents and
+    prompt embeddings."""
     rng = np.random.default_rng(settings.seed + 1)
     data = {}
-    for kind, make in (("single", lambda: training_single(rng, settings)),
-                       ("grid", lambda: training_grid(rng, settings)[:2])):
+    makers = [("single", lambda: training_single(rng, settings)), ("grid", lambda: training_grid(rng, settings)[:2])]
+    makers += [("canvas", lambda: training_canvas(rng, settings))] if settings.canvas_share > 0 else []
+    for kind, make in makers:
         started = time.perf_counter()
         items = [make() for _ in range(settings.images)]
         latents = encode_images(pipe, to_tensor([image for _, image in items]))
         clip_ids, t5_ids = tokenize(pipe, [text for text, _ in items])
-        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "side": items[0][1].width}
+        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "size": items[0][1].size}
         log(f"{kind}: {len(items)} rendered and encoded in {time.perf_counter() - started:.0f} s")
     return data
 
@@ -211,15 +224,24 @@ def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_i
     return ((prediction - velocity) ** 2).mean()
 
 
+def kind_geometry(pipe, width: int, height: int) -> tuple[torch.Tensor, float]:
+    """(the packed latents' position ids, FLUX's schedule shift) of a picture of this size."""
+    rows, columns = height // pipe.vae_scale_factor // 2, width // pipe.vae_scale_factor // 2
+    ids = pipe._prepare_latent_image_ids(1, rows, columns, "cpu", torch.float32)
+    return ids, schedule_shift(pipe.scheduler.config, rows * columns)
+
+
+def pick_kind(draw: float, settings: TeacherSettings) -> str:
+    """Which kind of picture a step trains on, from one uniform draw: grids, then canvases, else singles."""
+    if draw < settings.grid_share:
+        return "grid"
+    return "canvas" if draw < settings.grid_share + settings.canvas_share else "single"
+
+
 def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print,
                       save: Callable[[int], None] | None = None) -> dict:
     transformer = pipe.transformer
-    geometry = {}
-    for kind, part in data.items():
-        side = part["side"] // pipe.vae_scale_factor
-        tokens = (side // 2) ** 2
-        geometry[kind] = (pipe._prepare_latent_image_ids(1, side // 2, side // 2, "cpu", torch.float32),
-                          schedule_shift(pipe.scheduler.config, tokens))
+    geometry = {kind: kind_geometry(pipe, *part["size"]) for kind, part in data.items()}
     text_ids = torch.zeros(TEXT_TOKENS, 3)
     empty = tokenize(pipe, [""])
     generator = torch.Generator().manual_seed(settings.seed)
@@ -228,11 +250,11 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     for module in learners:
         module.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.01)
-    started, recent = time.perf_counter(), {"single": [], "grid": []}
+    started, recent = time.perf_counter(), {kind: [] for kind in data}
     for step in range(settings.steps):
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * cosine(step, settings.steps)
-        kind = "grid" if torch.rand(1, generator=generator).item() < settings.grid_share else "single"
+        kind = pick_kind(torch.rand(1, generator=generator).item(), settings)
         part = data[kind]
         index = torch.randint(len(part["latents"]), (settings.batch,), generator=generator)
         image_ids, mu = geometry[kind]
@@ -251,8 +273,8 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         if save and settings.save_every and (step + 1) % settings.save_every == 0:
             save(step + 1)
         if step % 100 == 0 or step == settings.steps - 1:
-            log(f"teacher step {step + 1}/{settings.steps}: loss single {np.mean(recent['single'] or [0]):.4f} "
-                f"grid {np.mean(recent['grid'] or [0]):.4f} ({time.perf_counter() - started:.0f} s)")
+            losses = " ".join(f"{kind} {np.mean(values or [0]):.4f}" for kind, values in recent.items())
+            log(f"teacher step {step + 1}/{settings.steps}: loss {losses} ({time.perf_counter() - started:.0f} s)")
     for module in learners:
         module.requires_grad_(False).eval()
     return {f"teacher_loss_{kind}": round(float(np.mean(losses or [0])), 4) for kind, losses in recent.items()}

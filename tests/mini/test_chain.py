@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mini import GRID, world
+from mini import GRID, PANEL, world
 from mini.teacher import TeacherSettings, training_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +114,19 @@ def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continu
     assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_weights
     again = DSDPipeline.from_pretrained(tmp_path)
     assert not torch.equal(again.text_encoder_2.shared.weight, fresh["text_encoder_2"].shared.weight)
+
+
+def test_the_teacher_can_train_on_the_students_canvas(tmp_path):
+    """A 1x2 canvas is one subject in two contexts, side by side without a gutter: the `[reference | output]`
+    canvas the student draws. With a canvas share the teacher trains on such canvases too."""
+    from mini.teacher import pick_kind, train_teacher, training_canvas
+
+    text, canvas = training_canvas(np.random.default_rng(4), TeacherSettings())
+    assert canvas.size == (2 * PANEL, PANEL) and text.startswith("A grid of 2 panels")
+    left, right = np.asarray(canvas)[:, :PANEL], np.asarray(canvas)[:, PANEL:]
+    assert not np.array_equal(left, right)  # two contexts of the subject
+    settings = TeacherSettings(grid_share=0.25, canvas_share=0.5)
+    assert [pick_kind(u, settings) for u in (0.1, 0.3, 0.74, 0.8)] == ["grid", "canvas", "canvas", "single"]
+    logs = []
+    train_teacher(tmp_path, TeacherSettings(vae_steps=3, steps=8, images=16, batch=4, canvas_share=0.5), logs.append)
+    assert any("canvas: 16 rendered" in line for line in logs) and any(" canvas " in line for line in logs)
