@@ -33,6 +33,7 @@ from PIL import Image
 
 from mini import GUTTER, PANEL, world
 from mini.prompts import world_grid_prompt
+from pipeline.errors import UserInputError
 from pipeline.flow import add_noise, schedule_shift
 from pipeline.generation.tiny_flux import TinyConfig, build_tiny_components
 from pipeline.generation.weights import SAMPLING_FILE
@@ -239,7 +240,9 @@ def pick_kind(draw: float, settings: TeacherSettings) -> str:
 
 
 def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = print,
-                      save: Callable[[int], None] | None = None) -> dict:
+                      save: Callable[[int, dict], None] | None = None, resume: dict | None = None) -> dict:
+    """Rectified flow on the data's kinds of picture. `save(step, state)` is called every `save_every` steps
+    with what `resume` takes to go on exactly where the saved weights stopped (optimizer, random draws, losses)."""
     transformer = pipe.transformer
     geometry = {kind: kind_geometry(pipe, *part["size"]) for kind, part in data.items()}
     text_ids = torch.zeros(TEXT_TOKENS, 3)
@@ -250,8 +253,16 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     for module in learners:
         module.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.01)
-    started, recent = time.perf_counter(), {kind: [] for kind in data}
-    for step in range(settings.steps):
+    started, recent, first = time.perf_counter(), {kind: [] for kind in data}, 0
+    if resume:
+        for module, weights in zip(learners, resume["weights"]):
+            module.load_state_dict(weights)
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch"])  # the text encoders' dropout draws from it
+        recent, first = resume["recent"], resume["step"]
+        log(f"teacher: resuming at step {first}")
+    for step in range(first, settings.steps):
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * cosine(step, settings.steps)
         kind = pick_kind(torch.rand(1, generator=generator).item(), settings)
@@ -270,8 +281,10 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         recent[kind] = (recent[kind] + [loss.item()])[-100:]
-        if save and settings.save_every and (step + 1) % settings.save_every == 0:
-            save(step + 1)
+        if save and settings.save_every and (step + 1) % settings.save_every == 0 and step + 1 < settings.steps:
+            save(step + 1, {"step": step + 1, "weights": [module.state_dict() for module in learners],
+                            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                            "torch": torch.get_rng_state(), "recent": recent})
         if step % 100 == 0 or step == settings.steps - 1:
             losses = " ".join(f"{kind} {np.mean(values or [0]):.4f}" for kind, values in recent.items())
             log(f"teacher step {step + 1}/{settings.steps}: loss {losses} ({time.perf_counter() - started:.0f} s)")
@@ -280,13 +293,27 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     return {f"teacher_loss_{kind}": round(float(np.mean(losses or [0])), 4) for kind, losses in recent.items()}
 
 
-def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSettings(), log: Log = print) -> dict:
-    """Build the tiny FLUX components, train VAE then transformer, save a FLUX-layout folder."""
+RESUME_FILE = "resume.pt"  # in a teacher folder whose training stopped between saves; gone once it finishes
+
+
+def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSettings(), log: Log = print,
+                  config: TinyConfig = TEACHER_CONFIG) -> dict:
+    """Build the tiny FLUX components, train VAE then transformer, save a FLUX-layout folder.
+
+    With `save_every`, the folder is saved every so many steps with a resume file (weights, optimizer and
+    random state in one file, written whole or not at all); run again with the same settings, training goes
+    on from the last save exactly as if it had not stopped (the training data is rendered again from its seed)."""
     from pipeline.generation.pipeline import DSDPipeline
 
     folder = Path(folder)
+    resume = None
+    if (folder / RESUME_FILE).is_file():
+        resume = torch.load(folder / RESUME_FILE, weights_only=False)
+        if resume["settings"] != asdict(settings):
+            raise UserInputError(f"{folder} holds a stopped training with other settings; resume it with the same "
+                             f"settings or delete {RESUME_FILE} to train on top of it")
     torch.manual_seed(settings.seed)
-    pipe = DSDPipeline(**build_tiny_components(TEACHER_CONFIG))
+    pipe = DSDPipeline(**build_tiny_components(config))
     started = time.perf_counter()
     diffusers.utils.logging.set_verbosity_error()  # CLIP truncates grid prompts at 77 tokens, by design: T5 reads them
     trained_vae = folder / "vae" / "vae.json"
@@ -298,21 +325,25 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
         report = train_vae(pipe.vae, settings, log)
         pipe.vae.save_pretrained(folder / "vae")
         trained_vae.write_text(json.dumps(report))
-    if (folder / "transformer" / "config.json").is_file():  # a further round on top of a trained teacher
+    if (folder / "transformer" / "config.json").is_file():  # a further round on top (or a stopped one: see resume)
         pipe = DSDPipeline.from_pretrained(str(folder))
         log(f"teacher: continuing from the transformer and text encoders in {folder}")
     for module in (pipe.vae, pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         module.requires_grad_(False)
 
-    def save(step: int) -> None:
+    def save(step: int, state: dict | None = None) -> None:
         pipe.save_pretrained(folder)
-        (folder / "tiny_config.json").write_text(json.dumps(asdict(TEACHER_CONFIG), indent=1))
+        (folder / "tiny_config.json").write_text(json.dumps(asdict(config), indent=1))
         guidance = {"true_cfg": settings.true_cfg} if settings.caption_dropout > 0 else {}
         (folder / SAMPLING_FILE).write_text(json.dumps({"width": PANEL, "height": PANEL, "steps": 20} | guidance))
+        if state:
+            torch.save(state | {"settings": asdict(settings)}, folder / f"{RESUME_FILE}.part")
+            (folder / f"{RESUME_FILE}.part").replace(folder / RESUME_FILE)
         log(f"teacher: saved at step {step}")
 
-    report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save)
+    report |= train_transformer(pipe, make_teacher_data(pipe, settings, log), settings, log, save, resume)
     save(settings.steps)
+    (folder / RESUME_FILE).unlink(missing_ok=True)
     report |= {"seconds": round(time.perf_counter() - started), "settings": asdict(settings)}
     (folder / "training.json").write_text(json.dumps(report, indent=1))
     return report

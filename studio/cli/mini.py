@@ -10,7 +10,8 @@
 
 Every stage is seeded; `report` defaults to the weights shipped in assets/mini. `train-teacher` and
 `train-judge` on a folder that already holds a model continue it (a further round: new pictures with
-another --seed, and for the teacher a lower --lr).
+another --seed, and for the teacher a lower --lr). A teacher training stopped after a `--save-every` save
+resumes from that save, exactly, when the same command is run again.
 """
 
 import argparse
@@ -30,7 +31,7 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     teacher.add_argument("--vae-steps", type=int, help="VAE steps (default 4000)")
     teacher.add_argument("--images", type=int, help="rendered singles and grids, each (default 4000)")
     teacher.add_argument("--lr", type=float, help="transformer learning rate (default 1e-3; lower for a further round)")
-    teacher.add_argument("--save-every", type=int, help="save the folder every N steps (default: at the end)")
+    teacher.add_argument("--save-every", type=int, help="save the folder every N steps; rerun to resume (default: at the end)")
     teacher.add_argument("--seed", type=int, default=0)
 
     judge = stages.add_parser("train-judge", parents=[common], help="the attribute judge: curator and instrument")

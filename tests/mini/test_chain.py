@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from mini import GRID, PANEL, world
 from mini.teacher import TeacherSettings, training_grid
@@ -130,3 +132,33 @@ def test_the_teacher_can_train_on_the_students_canvas(tmp_path):
     logs = []
     train_teacher(tmp_path, TeacherSettings(vae_steps=3, steps=8, images=16, batch=4, canvas_share=0.5), logs.append)
     assert any("canvas: 16 rendered" in line for line in logs) and any(" canvas " in line for line in logs)
+
+
+def test_a_stopped_teacher_training_resumes_where_it_stopped(tmp_path):
+    """Killed after a save, run again with the same settings: the weights come out as if it never stopped."""
+    from safetensors.torch import load_file
+
+    from mini.teacher import RESUME_FILE, train_teacher
+    from pipeline.errors import UserInputError
+
+    settings = TeacherSettings(vae_steps=3, steps=8, images=16, batch=4, save_every=3)
+    train_teacher(tmp_path / "whole", settings, lambda line: None)
+
+    def stop_after_second_save(line):
+        if line == "teacher: saved at step 6":
+            raise KeyboardInterrupt
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(stopped, settings, stop_after_second_save)
+    assert (stopped / RESUME_FILE).is_file()
+    logs = []
+    train_teacher(stopped, settings, logs.append)
+
+    assert "teacher: resuming at step 6" in logs and not (stopped / RESUME_FILE).exists()
+    for part in ("transformer", "text_encoder", "text_encoder_2"):
+        whole, resumed = (load_file(next((run / part).glob("*.safetensors"))) for run in (tmp_path / "whole", stopped))
+        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), part
+    with pytest.raises(UserInputError, match="other settings"):
+        torch.save({"settings": {}}, stopped / RESUME_FILE)
+        train_teacher(stopped, settings, logs.append)
