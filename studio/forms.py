@@ -6,6 +6,7 @@ UserInputError that names the bad field and says what to give instead. The Train
 from `TrainConfig`, is `studio.config_form`.
 """
 
+import math
 from pathlib import Path
 
 from pipeline.errors import UserInputError
@@ -33,10 +34,37 @@ RUNNABLE_STAGES = ("captions", "prompts", "grids", "pairs", "curate")  # the whe
 # values every form has
 
 
+def _as_number(value) -> int | float | None:
+    """A field's value as a number, None when it is none (blank, text, nan, inf). Ints stay ints: a seed
+    near 2^63 would lose its last digits as a float."""
+    if isinstance(value, str):
+        text_value = value.strip()
+        try:
+            return int(text_value)
+        except ValueError:
+            try:
+                value = float(text_value)
+            except ValueError:
+                return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if isinstance(value, int) or math.isfinite(value) else None
+
+
 def whole_number(name: str, value, minimum: int = 1) -> int:
-    if value is None or float(value) != int(value) or int(value) < minimum:
+    """A whole number of at least `minimum`; 1.5 is refused, never truncated."""
+    number = _as_number(value)
+    if number is None or number != int(number) or int(number) < minimum:
         raise UserInputError(f"{name} {value!r}: give a whole number of at least {minimum}")
-    return int(value)
+    return int(number)
+
+
+def decimal_number(name: str, value) -> float:
+    """A finite number; its range is the method's to check (`generate.check_request`)."""
+    number = _as_number(value)
+    if number is None:
+        raise UserInputError(f"{name} {value!r}: give a number")
+    return float(number)
 
 
 def text(value) -> str | None:
@@ -87,12 +115,14 @@ def generation_request(reference, prompt, mode, size, steps, num_images, seed, r
     if not reference:
         raise UserInputError("no reference picture: upload one (or pick an example below)")
     width, height = parse_size(size)
-    if not randomise and seed is None:
+    if not randomise and seed in (None, ""):
         raise UserInputError("the seed is empty: type a whole number or tick 'random seed'")
     return GenerateRequest(
-        image=reference, prompt=prompt or "", mode=mode, width=width, height=height, steps=int(steps),
-        seed=None if randomise else int(seed), num_images=int(num_images), guidance=float(guidance),
-        image_guidance=float(image_guidance), text_guidance=float(text_guidance), fit=fit,
+        image=reference, prompt=prompt or "", mode=mode, width=width, height=height, steps=whole_number("steps", steps),
+        seed=None if randomise else whole_number("seed", seed, minimum=0),
+        num_images=whole_number("pictures", num_images), guidance=decimal_number("guidance", guidance),
+        image_guidance=decimal_number("image guidance", image_guidance),
+        text_guidance=decimal_number("text guidance", text_guidance), fit=fit,
         keep_reconstruction=bool(keep_reconstruction), enhance=bool(enhance),
     )
 
@@ -149,14 +179,13 @@ def sample_stage(name, benchmark="", base="", dsd="", run=None, per_prompt=1, se
         run, base, dsd = whole_number("training run", run), None, None
     else:
         run, base, dsd = None, existing_folder("base", base), existing_folder("dsd", dsd)
-    if seed is None or float(seed) != int(seed):
-        raise UserInputError(f"seed {seed!r}: give a whole number")
+    seed = whole_number("seed", seed, minimum=0)
     per_prompt, size = whole_number("pictures per prompt", per_prompt), whole_number("size", size, 16)
     steps = whole_number("steps", steps)
     if size % 16:
         raise UserInputError(f"size {size}: give a multiple of 16")
     return SampleStage(name=name, benchmark=benchmark, base=base, dsd=dsd, run=run, per_prompt=per_prompt,
-                       seed=int(seed), size=size, steps=steps)
+                       seed=seed, size=size, steps=steps)
 
 
 def judge_stage(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4) -> JudgeStage:

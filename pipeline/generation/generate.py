@@ -6,6 +6,7 @@ their parameters, and records the generation in the store.
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import threading
@@ -25,6 +26,13 @@ from pipeline.store import DEFAULT_HOME, Store, data_home
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 16
+MAX_STEPS = 200
+# Guidance scales a request may ask for, each (low, high), inclusive. FLUX.1-dev's distilled guidance is an
+# embedding trained on about 1-10 (3.5 is its default); past 30 pictures are burnt, and a scale far outside
+# (1e300, inf) overflows the embedding into a black picture. True guidance (image, text) of 1 is "off",
+# 0 drops that condition, and classifier-free guidance past ~20 saturates in every diffusion model: 0-30
+# keeps every scale that draws something and refuses typos, negatives and nan.
+GUIDANCE_RANGES = {"guidance": (0.0, 30.0), "image guidance": (0.0, 30.0), "text guidance": (0.0, 30.0)}
 LICENCE_NOTE = (
     "FLUX.1-dev and the DSD weights are under the FLUX.1 [dev] Non-Commercial License: "
     "outputs are for non-commercial use unless you hold a commercial licence."
@@ -133,17 +141,28 @@ def with_model_defaults(request: GenerateRequest, spec: ModelSpec) -> GenerateRe
     return replace(request, **{key: defaults[key] for key in ("width", "height", "steps") if getattr(request, key) is None})
 
 
+def _whole(value) -> bool:
+    """An int, not a float that would be truncated (1.5 steps) nor a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_request(request: GenerateRequest) -> None:
     get_mode(request.mode)
     check_panel_size(request.width, request.height)
     if not request.prompt or not request.prompt.strip():
         raise UserInputError("the prompt is empty: describe the new picture (identity), the light (relight) or the edit (instruct)")
-    if not 1 <= request.num_images <= MAX_IMAGES:
-        raise UserInputError(f"number of images must be between 1 and {MAX_IMAGES}, got {request.num_images}")
-    if not 1 <= request.steps <= 200:
-        raise UserInputError(f"steps must be between 1 and 200, got {request.steps}")
-    if request.seed is not None and not 0 <= request.seed < 2**63 - MAX_IMAGES:
-        raise UserInputError(f"seed must be a non-negative integer below 2^63, got {request.seed}")
+    if not _whole(request.num_images) or not 1 <= request.num_images <= MAX_IMAGES:
+        raise UserInputError(f"number of images must be a whole number between 1 and {MAX_IMAGES}, got {request.num_images}")
+    if not _whole(request.steps) or not 1 <= request.steps <= MAX_STEPS:
+        raise UserInputError(f"steps must be a whole number between 1 and {MAX_STEPS}, got {request.steps}")
+    if request.seed is not None and (not _whole(request.seed) or not 0 <= request.seed < 2**63 - MAX_IMAGES):
+        raise UserInputError(f"seed must be a whole number from 0 to below 2^63, got {request.seed}")
+    scales = {"guidance": request.guidance, "image guidance": request.image_guidance,
+              "text guidance": request.text_guidance}
+    for name, value in scales.items():
+        low, high = GUIDANCE_RANGES[name]
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            raise UserInputError(f"{name} must be a number from {low:g} to {high:g}, got {value}")
 
 
 def prompt_notices(pipe, prompt: str) -> list[str]:

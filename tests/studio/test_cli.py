@@ -137,3 +137,24 @@ def test_usage_errors_are_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--image" in err
+
+
+BAD_NUMBERS = [
+    pytest.param(["--guidance", "nan"], "guidance must be a number from 0 to 30, got nan", id="nan guidance"),
+    pytest.param(["--image-guidance", "inf"], "image guidance must be a number from 0 to 30, got inf", id="inf image guidance"),
+    pytest.param(["--text-guidance=-1e30"], "text guidance must be a number from 0 to 30", id="negative text guidance"),
+    pytest.param(["--guidance", "1e300"], "guidance must be a number from 0 to 30, got 1e+300", id="absurd guidance"),
+    pytest.param(["--steps", "1.5"], "--steps: invalid int value: '1.5'", id="fractional steps"),
+    pytest.param(["--seed", "1.5"], "--seed: invalid int value: '1.5'", id="fractional seed"),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), BAD_NUMBERS)
+def test_a_number_out_of_range_is_refused_before_a_picture_is_drawn(extra, expected, tmp_path):
+    """Before this, nan or inf guidance wrote a black picture recorded as ok, and 1e300 was a traceback."""
+    out = tmp_path / "o.png"
+    result = dsd("generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(out), "--size", "64",
+                 "--steps", "1", *extra, home=tmp_path / "home")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "home" / "outputs").exists()

@@ -123,8 +123,31 @@ def test_the_generate_form_as_a_request_and_a_model():
         generation_request(str(CAT), "x", "identity", "64", 1, 1, None, False, 3.5, 1, 1, "crop", False, False)
 
 
+BAD_GENERATE_NUMBERS = [
+    pytest.param({"steps": 1.5}, "steps 1.5: give a whole number", id="fractional steps"),
+    pytest.param({"seed": 1.5}, "seed 1.5: give a whole number", id="fractional seed"),
+    pytest.param({"seed": -1}, "seed -1: give a whole number of at least 0", id="negative seed"),
+    pytest.param({"num_images": None}, "pictures None: give a whole number", id="blank pictures"),
+    pytest.param({"steps": "twenty"}, "steps 'twenty': give a whole number", id="steps as text"),
+    pytest.param({"guidance": None}, "guidance None: give a number", id="blank guidance"),
+    pytest.param({"image_guidance": "lots"}, "image guidance 'lots': give a number", id="guidance as text"),
+    pytest.param({"text_guidance": float("nan")}, "text guidance nan: give a number", id="nan guidance"),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), BAD_GENERATE_NUMBERS)
+def test_a_bad_number_in_the_generate_form_is_one_line_not_truncated(fields, expected):
+    values = {"steps": 4, "num_images": 1, "seed": 3, "guidance": 3.5, "image_guidance": 1, "text_guidance": 1, **fields}
+    with pytest.raises(UserInputError) as refused:
+        generation_request(str(CAT), "x", "identity", "64", values["steps"], values["num_images"], values["seed"],
+                           False, values["guidance"], values["image_guidance"], values["text_guidance"], "crop",
+                           False, False)
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
 def test_whole_numbers():
     assert whole_number("steps", 28.0) == 28 and whole_number("seed", 0, minimum=0) == 0
-    for bad in (None, 0, 1.5):
+    assert whole_number("seed", 2**62 + 1, minimum=0) == 2**62 + 1 and whole_number("steps", " 4 ") == 4
+    for bad in (None, 0, 1.5, "", "many", float("nan"), float("inf"), True):
         with pytest.raises(UserInputError, match=f"steps {bad!r}: give a whole number of at least 1"):
             whole_number("steps", bad)
