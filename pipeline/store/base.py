@@ -21,6 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
+from pipeline.errors import UserInputError
 from pipeline.store.schema import SCHEMA, ensure_tables
 
 DB_FILENAME = "dsd.sqlite"
@@ -42,21 +43,33 @@ class StoreBase:
 
     def __init__(self, home: str | Path):
         self.home = Path(home).expanduser()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.path = self.home / DB_FILENAME
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserInputError(f"cannot create the data folder {self.home} ({error.strerror}): "
+                                 "use a folder you can write to (--home or DSD_HOME)") from None
         with self._connect() as db:
             # WAL is a property of the file: set once, every later connection inherits it.
             db.conn.execute("PRAGMA journal_mode=WAL")
             ensure_tables(db)
+            _check_writable(db.conn)
 
     @contextmanager
     def _connect(self) -> Iterator[Database]:
-        conn = sqlite3.connect(self.path)
+        try:
+            conn = sqlite3.connect(self.path)
+        except sqlite3.Error as error:
+            raise unusable_database(self.path, error) from None
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough under WAL, much faster
             yield Database(conn)
+        except sqlite3.DatabaseError as error:
+            if not any(sign in str(error) for sign in UNUSABLE_SIGNS):
+                raise
+            raise unusable_database(self.path, error) from None
         finally:
             conn.close()
 
@@ -129,6 +142,34 @@ class StoreBase:
     def _scalar(self, sql: str, args: list | None = None) -> Any:
         with self._connect() as db:
             return db.execute(sql, args or []).fetchone()[0]
+
+
+# What SQLite says of a file it cannot use at all (as opposed to a constraint or a busy lock).
+UNUSABLE_SIGNS = ("readonly database", "not a database", "malformed", "unable to open")
+
+
+def unusable_database(path: Path, error: sqlite3.Error) -> UserInputError:
+    """One line naming the database file and what to do about it."""
+    reason = str(error)
+    if "readonly" in reason:
+        return UserInputError(f"the database {path} is read-only: make it writable (chmod u+w) or use another "
+                              "data folder (--home or DSD_HOME)")
+    if "unable to open" in reason:
+        return UserInputError(f"cannot open the database {path}: check the data folder's permissions, "
+                              "or use another data folder (--home or DSD_HOME)")
+    return UserInputError(f"{path} is not a usable database ({reason}): restore it from a backup, or move it "
+                          "aside to start an empty one, or use another data folder (--home or DSD_HOME)")
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Fail now, before any work, on a file SQLite can read but not write: rewrite a header field to its own
+    value inside a transaction that is rolled back (SQLite checks write access only when it writes)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version={int(version)}")
+    finally:
+        conn.rollback()
 
 
 def _stamped(table: str, row: dict[str, Any]) -> dict[str, Any]:

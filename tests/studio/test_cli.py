@@ -158,3 +158,54 @@ def test_a_number_out_of_range_is_refused_before_a_picture_is_drawn(extra, expec
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and expected in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not (tmp_path / "home" / "outputs").exists()
+
+
+def unusable_database(home: Path, kind: str, read_only) -> Path:
+    """A data folder with one generation recorded, whose database is then made read-only, cut short, or replaced."""
+    from pipeline.store import DB_FILENAME, Store
+
+    Store(home).record_generation(mode="identity", prompt="an old picture", status="ok")
+    database = home / DB_FILENAME
+    for leftover in (home / f"{DB_FILENAME}-wal", home / f"{DB_FILENAME}-shm"):
+        leftover.unlink(missing_ok=True)  # closed cleanly: the database is the one file
+    if kind == "read-only":
+        read_only(database)
+    elif kind == "truncated":
+        database.write_bytes(database.read_bytes()[: database.stat().st_size // 3])
+    else:
+        database.write_text("name,prompt\nnot,a database\n")
+    return database
+
+
+DATA_FOLDER_COMMANDS = [["wheel", "stats"], ["wheel", "captions", "--limit", "2"], ["train", "status"],
+                        ["eval", "report", "first"], ["studio", "--port", "9"]]
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("read-only", "is read-only: make it writable"),
+                                                ("truncated", "is not a usable database"),
+                                                ("not a database", "is not a usable database")])
+def test_a_database_that_cannot_be_used_is_one_line_naming_it_from_every_command(kind, expected, tmp_path, read_only):
+    home = tmp_path / "home"
+    database = unusable_database(home, kind, read_only)
+    out = tmp_path / "o.png"
+    generated = dsd("generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(out), "--size", "64",
+                    "--steps", "1", home=home)
+    for result in [generated] + [dsd(*command, home=home) for command in DATA_FOLDER_COMMANDS]:
+        assert result.returncode == 2, (result.args, result.stderr)
+        assert result.stderr.count("\n") == 1 and f"{database} {expected}" in result.stderr, result.stderr
+    assert not out.exists() and not (home / "references").exists()
+
+
+def test_out_that_cannot_be_written_is_refused_before_generating(tmp_path, read_only):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    read_only(locked)
+    (tmp_path / "folder.png").mkdir()
+    for out, expected in ((locked / "o.png", f"cannot write into {locked}"),
+                          (tmp_path / "folder.png", f"{tmp_path / 'folder.png'} is a folder: name a .png file")):
+        result = dsd("generate", "--image", str(CAT), "--prompt", "the cat", "--out", str(out), "--size", "64",
+                     "--steps", "1", home=tmp_path / "home")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    from pipeline.store import Store
+
+    assert Store(tmp_path / "home").list_generations() == [] and list(locked.iterdir()) == []
