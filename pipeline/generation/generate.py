@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -197,24 +198,43 @@ def save_reference(store: Store, image: PIL.Image.Image) -> Path:
 
 
 def output_paths(store: Store, out: Path | None, count: int) -> list[Path]:
-    """`OUT.png, OUT-1.png, ...` when the caller names the file; dated files in the data folder otherwise."""
+    """`OUT.png, OUT-1.png, ...` when the caller names the file; dated files in the data folder otherwise.
+    Checked before anything is drawn, so a generation never ends in a file it cannot write."""
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = store.home / "outputs" / time.strftime("%Y-%m-%d") / f"{stamp}-{secrets.token_hex(3)}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return [out if k == 0 else out.with_name(f"{out.stem}-{k}{out.suffix or '.png'}") for k in range(count)]
+    paths = [out if k == 0 else out.with_name(f"{out.stem}-{k}{out.suffix or '.png'}") for k in range(count)]
+    for path in paths:
+        if path.is_dir():
+            raise UserInputError(f"{path} is a folder: name a .png file to write instead")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()  # what permissions say is not what root or an immutable folder allow
+    except OSError as error:
+        raise UserInputError(f"cannot write into {out.parent} ({error.strerror}): pick a folder you can write to") from None
+    return paths
 
 
 def reconstruction_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.reconstruction.png")
 
 
-def save_pictures(output, paths: list[Path], seeds: list[int], metadata: dict) -> None:
-    """Each picture as a PNG carrying the parameters with its own seed, and its reconstruction beside it."""
-    for image, path, seed in zip(output.images, paths, seeds):
-        path.write_bytes(png_with_metadata(image, {**metadata, "seed": seed}))
-    for reconstruction, path in zip(output.reconstructions or [], paths):
-        reconstruction.save(reconstruction_path(path))
+def save_pictures(output, paths: list[Path], seeds: list[int], metadata: dict, record: Callable[[], int]) -> int:
+    """Each picture as a PNG carrying the parameters with its own seed, and its reconstruction beside it, then
+    `record`ed; returns the record's id. Pictures and their history row are kept together or not at all."""
+    written = []
+    try:
+        for image, path, seed in zip(output.images, paths, seeds):
+            written.append(path)
+            path.write_bytes(png_with_metadata(image, {**metadata, "seed": seed}))
+        for reconstruction, path in zip(output.reconstructions or [], paths):
+            written.append(reconstruction_path(path))
+            reconstruction.save(written[-1])
+        return record()
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def generate(
@@ -235,6 +255,7 @@ def generate(
     mode = get_mode(request.mode)
     reference = load_image(request.image)
     store = Store(settings.home)
+    paths = output_paths(store, out, request.num_images)
     pipe = MODELS.get(spec, settings.memory)
     load_s = time.perf_counter() - started
 
@@ -270,10 +291,9 @@ def generate(
 
     if output.steps_done < request.steps:
         notices.append(f"stopped by the user after {output.steps_done} of {request.steps} steps: the pictures are unfinished")
-    paths = output_paths(store, out, request.num_images)
     metadata = {"prompt": request.prompt, "prompt_used": prompt_used, "seed": seed, "model": spec.describe(), **params}
-    save_pictures(output, paths, seeds, metadata)
     reconstructions = output.reconstructions or []
     timings = {"load_s": load_s, **output.timings, "total_s": time.perf_counter() - started}
-    record_id = store.record_generation(**record, output_paths=[str(p) for p in paths], timings=timings, status="ok")
+    record_id = save_pictures(output, paths, seeds, metadata, lambda: store.record_generation(
+        **record, output_paths=[str(p) for p in paths], timings=timings, status="ok"))
     return GenerateResult(record_id, output.images, paths, seeds, prompt_used, reconstructions, timings, notices)
