@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UserInputError
+from pipeline.images import load_image
 from pipeline.store import Store
 
 CAPTION_STYLES = {"target": "caption_target", "instruction": "caption_instruction"}
@@ -83,14 +84,50 @@ def _image_bytes(value) -> bytes:
     return value["bytes"] if isinstance(value, dict) else value
 
 
+def check_rows(path: Path, rows: list[dict]) -> None:
+    """Every row has two pictures and a caption, or nothing is imported: one line names the first bad row."""
+    for index, row in enumerate(rows):
+        for name in ("conditioning", "image"):
+            data = _image_bytes(row[name])
+            if not isinstance(data, bytes):
+                raise UserInputError(f"{path}, row {index}: {name} holds {type(data).__name__}, not picture bytes: "
+                                     "expected the primecai/dsd_data layout (image structs or PNG bytes)")
+            try:
+                load_image(data)  # reads the header first: a decompression bomb is refused before decoding
+            except UserInputError as error:
+                raise UserInputError(f"{path}, row {index}, {name}: {error}") from None
+        if not isinstance(row["caption"], str) or not row["caption"].strip():
+            raise UserInputError(f"{path}, row {index} has no caption ({row['caption']!r}): every pair needs the "
+                                 "text it was made from; fill it in or drop the row")
+
+
+def check_pairs_file(path: str | Path, rows: int = 4) -> None:
+    """A quick look at a pairs file before a long job reads it all: its columns and its first `rows` rows."""
+    path = Path(path)
+    try:
+        found = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise UserInputError(f"data {path} is not a readable parquet file ({str(error).splitlines()[0]})") from None
+    missing = {"image", "conditioning", "caption"} - set(found.schema_arrow.names)
+    if missing:
+        raise UserInputError(f"data {path} lacks column(s) {', '.join(sorted(missing))}: expected the "
+                             "primecai/dsd_data layout of `dsd wheel export` (image, conditioning, caption)")
+    if not found.metadata.num_rows:
+        raise UserInputError(f"data {path} has no rows: export some pairs first")
+    first = next(found.iter_batches(batch_size=rows, columns=["image", "conditioning", "caption"]))
+    check_rows(path, first.to_pylist())
+
+
 def import_pairs(store: Store, path: str | Path) -> int:
-    """Add the pairs of a DSD-style parquet file to the store as accepted pairs; returns how many were new."""
+    """Add the pairs of a DSD-style parquet file to the store as accepted pairs; returns how many were new.
+    Every row is checked before the first is written."""
     path = Path(path).resolve()
-    table = read_pairs(path)
+    rows = read_pairs(path).to_pylist()
+    check_rows(path, rows)
     folder = store.home / "wheel" / "imported" / path.stem
     folder.mkdir(parents=True, exist_ok=True)
     added = 0
-    for index, row in enumerate(table.to_pylist()):
+    for index, row in enumerate(rows):
         paths = []
         for name in ("conditioning", "image"):
             target = folder / f"{index}-{name}.png"

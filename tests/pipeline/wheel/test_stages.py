@@ -104,6 +104,53 @@ def test_an_uncurated_control_is_a_seeded_sample_of_every_judged_pair(offline_ho
     assert export_pairs(store, tmp_path / "big.parquet", uncurated=True, sample=10**6) == every
 
 
+def picture_bytes(colour: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with io.BytesIO() as buffer:
+        Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def parquet_of(path: Path, image: list, conditioning: list, caption: list) -> Path:
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"image": image, "conditioning": conditioning, "caption": caption}), path)
+    return path
+
+
+def bad_parquets(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Parquet files whose first row is a good pair and whose second is not: name -> (file, the phrase said)."""
+    from tests.pictures import png_declaring
+
+    good = {"bytes": picture_bytes("red"), "path": None}
+    pair = lambda bad: ([good, bad], [good, good], ["a red square", "a red square"])  # noqa: E731
+    return {
+        "not a picture": (parquet_of(folder / "text.parquet", *pair({"bytes": b"shopping list", "path": None})),
+                          "row 1, image: this file is not a picture"),
+        "integer columns": (parquet_of(folder / "numbers.parquet", [1, 2], [3, 4], ["a", "b"]),
+                            "row 0: conditioning holds int, not picture bytes"),
+        "decompression bomb": (parquet_of(folder / "bomb.parquet", *pair({"bytes": png_declaring(100_000, 100_000),
+                                                                            "path": None})),
+                               "row 1, image: image declares 100000x100000 pixels"),
+        "null caption": (parquet_of(folder / "caption.parquet", [good, good], [good, good], ["a red square", None]),
+                         "row 1 has no caption (None)"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not a picture", "integer columns", "decompression bomb", "null caption"])
+def test_import_checks_every_row_before_writing_anything(case, tmp_path):
+    parquet, expected = bad_parquets(tmp_path)[case]
+    home = tmp_path / "home"
+    result = dsd(home, "import", str(parquet))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and f"{parquet}, {expected}" in result.stderr, result.stderr
+    assert not (home / "wheel").exists()
+    assert Store(home).wheel_counts()["pairs"] == 0
+
+
 @pytest.mark.parametrize("api", ["openai", "gemini"])
 def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offline_home):
     home = tmp_path / "home"
