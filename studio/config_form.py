@@ -79,7 +79,7 @@ def field_value(f: Field, raw):
         number = float(raw)
     except (TypeError, ValueError):
         raise UserInputError(f"{f.name} {raw!r}: give a number") from None
-    if kind is int and number != int(number):
+    if kind is int and (not math.isfinite(number) or number != int(number)):
         raise UserInputError(f"{f.name} {raw!r}: give a whole number")
     return int(number) if kind is int else number
 

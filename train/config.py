@@ -8,13 +8,16 @@ Validated once, where a config comes in: the form (`from_dict`), or a YAML file 
 command line's flags are applied (`dsd train`). A run's stored config is read back as it was stored.
 """
 
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from pipeline.errors import UserInputError
-from pipeline.images import check_panel_size
+from pipeline.images import check_panel_size, load_image
 
 # The modules the released DSD LoRA adapts (primecai/dsd_model): every attention projection of the
 # double-stream blocks, and q/k/v of the single-stream blocks.
@@ -77,7 +80,9 @@ class TrainConfig:
         if not path.is_file():
             raise UserInputError(f"config {path} does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise UserInputError(f"config {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
         except yaml.YAMLError as error:
             raise UserInputError(f"config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
         return cls.from_dict(values, str(path), check=False)
@@ -86,11 +91,13 @@ class TrainConfig:
     def from_dict(cls, values: dict, source: str = "config", check: bool = True) -> "TrainConfig":
         """Settings by name; unknown names are refused, and the values validated unless `check` is off
         (a preset before its flags, a run's stored config)."""
+        if not isinstance(values, dict):
+            raise UserInputError(f"{source}: expected settings by name (a YAML mapping), got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserInputError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        config = cls(**values)
+        config = cls(**typed_values(values, source))
         config.half_weights = tuple(config.half_weights)
         if check:
             config.validate()
@@ -101,13 +108,19 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse a bad config before anything starts, with one message saying what to change."""
-        problems = []
+        numbers = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), float)}
+        numbers |= {f"half_weights[{k}]": weight for k, weight in enumerate(self.half_weights)}
+        # nan passes every comparison below (nan <= 0 is false), so it is refused first, with inf.
+        problems = [f"{name} must be a finite number, got {value}" for name, value in numbers.items()
+                    if not math.isfinite(value)]
         if self.rank < 1:
             problems.append(f"rank must be at least 1, got {self.rank}")
         if self.alpha is not None and self.alpha <= 0:
             problems.append("alpha must be positive (blank: equal to the rank)")
         if not self.data or not Path(self.data).is_file():
             problems.append(f"data {self.data!r} is not a file: give a parquet from `dsd wheel export`")
+        else:
+            problems += data_problems(self.data)
         if self.learning_rate <= 0 or self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
             problems.append("learning_rate, steps, batch_size and gradient_accumulation must be positive")
         if self.schedule not in SCHEDULES:
@@ -126,12 +139,74 @@ class TrainConfig:
             problems.append("checkpoint_every, keep_checkpoints and processes must be at least 1, sample_every at least 0")
         if self.strategy not in STRATEGIES:
             problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
-        for sample in self.samples:
-            if not isinstance(sample, dict) or not sample.get("prompt") or not Path(str(sample.get("image"))).is_file():
-                problems.append(f"sample {sample!r} needs an existing image file and a prompt")
+        problems += [problem for sample in self.samples for problem in sample_problems(sample)]
         if problems:
             raise UserInputError("; ".join(problems))
         check_panel_size(self.resolution, self.resolution)
+
+
+def _kind_problem(value, kind) -> str | None:
+    """What `value` should be instead, when it is not of the field type `kind`; None when it is."""
+    if typing.get_origin(kind) is types.UnionType:  # X | None
+        return None if value is None else _kind_problem(value, next(a for a in typing.get_args(kind) if a is not type(None)))
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (list, tuple):
+        wanted = "two numbers, such as [1.0, 1.0]" if origin is tuple else f"a list of {_KIND_NAMES[args[0]]}"
+        length_ok = origin is list or (isinstance(value, (list, tuple)) and len(value) == len(args))
+        fits = isinstance(value, (list, tuple)) and length_ok and all(_kind_problem(v, args[0]) is None for v in value)
+        return None if fits else wanted
+    fits = {bool: lambda: isinstance(value, bool), str: lambda: isinstance(value, str), dict: lambda: isinstance(value, dict),
+            int: lambda: isinstance(value, int) and not isinstance(value, bool),
+            float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]()
+    return None if fits else _KIND_NAMES[kind]
+
+
+_KIND_NAMES = {bool: "true or false", str: "text", int: "a whole number", float: "a number",
+               dict: "{image: FILE, prompt: TEXT} entries"}
+
+
+def _yaml_number(value):
+    """YAML 1.1 reads `1e-4` (no dot) as text; it is the number everyone means. `1e9999` becomes inf and is
+    refused by `validate`, as nan is."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def typed_values(values: dict, source: str) -> dict:
+    """The settings, each of its field's type, or one message naming every setting that is not."""
+    kinds = {f.name: f.type for f in fields(TrainConfig)}
+    values = {name: _yaml_number(value) if kinds[name] in (float, float | None) else value
+              for name, value in values.items()}
+    problems = [f"{name} must be {wanted}, got {values[name]!r}"
+                for name in values if (wanted := _kind_problem(values[name], kinds[name]))]
+    if problems:
+        raise UserInputError(f"{source}: {'; '.join(problems)}")
+    return values
+
+
+def sample_problems(sample) -> list[str]:
+    """A sample to draw during training: an existing picture and a prompt."""
+    if not isinstance(sample, dict) or not isinstance(sample.get("prompt"), str) or not sample["prompt"].strip():
+        return [f"sample {sample!r} needs an image file and a prompt"]
+    try:
+        load_image(str(sample.get("image")))
+    except UserInputError as error:
+        return [f"sample image {sample.get('image')}: {error}"]
+    return []
+
+
+def data_problems(path: str) -> list[str]:
+    """The data file is a pairs parquet whose first rows are pictures and captions: a wrong file is found here,
+    not when the run has started (every row is read then, when the latents are cached)."""
+    from pipeline.wheel.dataset import check_pairs_file
+
+    try:
+        check_pairs_file(path)
+    except UserInputError as error:
+        return [str(error)]
+    return []
 
 
 def config_values(config: TrainConfig) -> dict:

@@ -45,6 +45,9 @@ BAD_FIELDS = [
     pytest.param({"rank": 2.5}, "rank 2.5: give a whole number", id="fractional rank"),
     pytest.param({"alpha": "lots"}, "alpha 'lots': give a number", id="not a number"),
     pytest.param({"rank": 0}, "rank must be at least 1, got 0", id="rank 0 (the config's own check)"),
+    pytest.param({"steps": "inf"}, "steps 'inf': give a whole number", id="infinite steps"),
+    pytest.param({"learning_rate": "nan"}, "learning_rate must be a finite number, got nan", id="nan learning rate"),
+    pytest.param({"half_weights": "[1, 2, 3]"}, "half_weights must be two numbers", id="three half weights"),
 ]
 
 
