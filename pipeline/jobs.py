@@ -86,7 +86,7 @@ def reconcile(store: Store, now: float | None = None) -> None:
     for job in store.jobs(running=True):
         if not job["pid"]:
             continue
-        if not _alive(job["pid"]):
+        if not process_alive(job["pid"]):
             # Read the row again: the process may have finished it between our two reads.
             if store.get("jobs", job["id"])["status"] == "running":
                 store.update("jobs", job["id"], {
@@ -116,7 +116,8 @@ def last_log_line(log_path: str | None) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is running (a finished child of ours is reaped, not alive)."""
     try:
         # Our own children must be reaped, or a finished one lingers as a zombie that looks alive.
         if os.waitpid(pid, os.WNOHANG)[0] == pid:

@@ -88,6 +88,14 @@ SCHEMA: dict[str, TableSpec] = {
         foreign_keys=(("pair_id", "pairs", "id"),),
         pk="pair_id",  # one verdict per pair: a failed one is replaced when a rerun succeeds
     ),
+    # A curation's claim on a pair while its judge is asked, so two curations of one data folder never
+    # pay for the same pair twice. Held only while the pair is in flight; `owner` is "host:pid:token".
+    "pair_claims": TableSpec(
+        columns={"pair_id": int, "owner": str, "host": str, "pid": int, "claimed_at": str},
+        foreign_keys=(("pair_id", "pairs", "id"),),
+        not_null=frozenset({"owner"}),
+        pk="pair_id",
+    ),
     "reviews": TableSpec(
         columns={"pair_id": int, "decision": str, "note": str, "updated_at": str},
         foreign_keys=(("pair_id", "pairs", "id"),),

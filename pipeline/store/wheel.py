@@ -63,6 +63,26 @@ class WheelQueries(StoreBase):
         """Pairs (with their pictures) that have no verdict, or only a failed one."""
         return self._pair_pictures("pairs.id not in (select pair_id from verdicts where status = 'ok')", limit=limit)
 
+    # curation's claims: a pair is judged by one curation at a time, and never again once it has a verdict
+
+    def claim_pair(self, pair_id: int, owner: str, host: str, pid: int) -> bool:
+        """Claim a pair for `owner`; False when it has a verdict now or another curation holds it."""
+        with self._connect() as db, db.conn:
+            return db.conn.execute(
+                "insert into pair_claims (pair_id, owner, host, pid, claimed_at) select ?, ?, ?, ?, ? "
+                "where not exists (select 1 from verdicts where pair_id = ? and status = 'ok') "
+                "on conflict (pair_id) do nothing", [pair_id, owner, host, pid, utc_now(), pair_id]).rowcount == 1
+
+    def release_claims(self, owner: str, pair_id: int | None = None) -> None:
+        """Drop `owner`'s claim on one pair, or all of them."""
+        where, args = ("owner = ?", [owner]) if pair_id is None else ("owner = ? and pair_id = ?", [owner, pair_id])
+        with self._connect() as db, db.conn:
+            db.conn.execute(f"delete from pair_claims where {where}", args)
+
+    def claim_owners(self) -> list[dict[str, Any]]:
+        """Each curation holding claims: owner, host, pid and its oldest claim."""
+        return self._query("select owner, host, pid, min(claimed_at) as claimed_at from pair_claims group by owner")
+
     # rows of one stage
 
     def grid_prompts(self, duplicates: bool = False) -> list[dict[str, Any]]:

@@ -11,15 +11,18 @@ embedded miniature as teacher) are filled in by the CLI and the tabs (`studio/re
 import hashlib
 import json
 import os
+import secrets
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import PIL.Image
 
 from pipeline.errors import UserInputError
-from pipeline.jobs import JobReporter
+from pipeline.jobs import JobReporter, process_alive
 from pipeline.providers import make_provider
 from pipeline.store import REVIEW_DECISIONS, Store, utc_now
 from pipeline.wheel.captions import builtin_captions, filter_captions, read_captions
@@ -200,19 +203,40 @@ class StoreCache:
         self.store.cache_put(key, value)
 
 
+# A judge call takes seconds and a claim is held only while its pair is in flight: a claim older than this
+# belongs to a curation that died (on this machine a dead process is seen at once; this covers other machines
+# sharing the data folder, and a process id reused since).
+CLAIM_LEASE_S = 3600
+
+
+def release_stale_claims(store: Store) -> None:
+    """Free the pairs claimed by curations that are no longer running, so a rerun after a kill judges them."""
+    for claim in store.claim_owners():
+        age = time.time() - datetime.fromisoformat(claim["claimed_at"]).timestamp()
+        dead_here = claim["host"] == socket.gethostname() and not process_alive(claim["pid"])
+        if dead_here or age > CLAIM_LEASE_S:
+            store.release_claims(claim["owner"])
+
+
 def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 4, limit: int | None = None,
                reporter: JobReporter | None = None, usd_per_mtok: tuple[float, float] | None = None) -> StageResult:
     """A curator (a VLM, or the offline similarity stand-in without one) judges each pair and captions it.
     `usd_per_mtok` (input, output prices per million tokens) adds the run's cost to its accounting."""
     judge_impl = curator or SimilarityCurator()
+    release_stale_claims(store)
     todo = store.pairs_to_judge(limit)
     result = StageResult("curate", details={"same": 0, "cached": 0})
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def items() -> Iterator:
         for pair in todo:
             if reporter and reporter.should_stop():
                 result.stopped = True
                 return
+            # Another curation of this data folder may be judging it, or have judged it since `todo` was read.
+            if not store.claim_pair(pair["pair_id"], owner, socket.gethostname(), os.getpid()):
+                result.skipped += 1
+                continue
             with PIL.Image.open(pair["reference_path"]) as a, PIL.Image.open(pair["target_path"]) as b:
                 yield pair["pair_id"], a.convert("RGB"), b.convert("RGB")
 
@@ -220,15 +244,19 @@ def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 
         if isinstance(outcome, CurationFailure):
             store.put("verdicts", {"pair_id": pair_id, "status": "failed", "error": str(outcome), "judge": judge_impl.name})
             result.failed += 1
-            return
-        store.put("verdicts", {"pair_id": pair_id, "status": "ok", "cached": int(cached), "error": None, **outcome.to_dict()})
-        result.added += 1
-        result.details["same"] += int(outcome.same)
-        result.details["cached"] += int(cached)
+        else:
+            store.put("verdicts", {"pair_id": pair_id, "status": "ok", "cached": int(cached), "error": None, **outcome.to_dict()})
+            result.added += 1
+            result.details["same"] += int(outcome.same)
+            result.details["cached"] += int(cached)
+        store.release_claims(owner, pair_id)
         if reporter:
-            reporter.progress(result.added + result.failed, len(todo))
+            reporter.progress(result.added + result.failed + result.skipped, len(todo))
 
-    stats = curate(items(), judge_impl, concurrency=concurrency, cache=StoreCache(store), on_result=record)
+    try:
+        stats = curate(items(), judge_impl, concurrency=concurrency, cache=StoreCache(store), on_result=record)
+    finally:
+        store.release_claims(owner)
     result.details.update(input_tokens=stats.input_tokens, output_tokens=stats.output_tokens,
                           seconds=round(stats.seconds, 1))
     if usd_per_mtok:

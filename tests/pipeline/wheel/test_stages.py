@@ -209,6 +209,29 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
     assert repeated <= 2
 
 
+def test_two_curations_of_one_data_folder_judge_each_pair_once(fake_api, offline_home, tmp_path):
+    """Two `dsd wheel curate` at once used to judge every pair twice (twice the paid calls)."""
+    home = tmp_path / "home"
+    shutil.copytree(offline_home, home)
+    store = Store(home)
+    for verdict in store.judged_pairs():  # start curation afresh with a VLM judge
+        store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
+    fake_api.reply = lambda body: json.dumps(VERDICT)
+    fake_api.latency = 0.1  # both curations are in flight together
+    judge = f"openai:judge@{fake_api.openai_base_url}"
+    args = [sys.executable, "-m", "studio.cli", "wheel", "curate", "--judge", judge, "--concurrency", "2", "--home", str(home)]
+    curations = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outcomes = [process.communicate(timeout=300) for process in curations]
+
+    assert [process.returncode for process in curations] == [0, 0], outcomes
+    pairs = store.wheel_counts()["pairs"]
+    asked = [tuple(image.tobytes() for _, image in request_images(request.json)) for request in fake_api.requests]
+    assert len(asked) == len(set(asked)) == pairs, "exactly one call per pair"
+    counts = store.wheel_counts()
+    assert counts["verdicts"] == pairs and counts["failed_verdicts"] == 0
+
+
 @pytest.mark.parametrize("stage, args, phrase", [
     ("captions", ["--from", "{tmp}/missing.txt"], "does not exist"),
     ("captions", ["--from", "{tmp}/empty.txt"], "no captions"),
