@@ -10,6 +10,7 @@ from pathlib import Path
 
 # The shipped miniature (light to import: the CLI's defaults need these without loading torch).
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "mini"
+EXAMPLES_DIR = ASSETS.parent / "examples"  # the studio's example references (three held-out creatures, and photos)
 TEACHER, JUDGE, STUDENT = ASSETS / "teacher", ASSETS / "judge", ASSETS / "student"
 PANEL = 64
 GUTTER = 16  # 2 x 64 + 16 = 144: a multiple of 16 whose gutter falls on whole latent tokens

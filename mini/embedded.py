@@ -9,13 +9,13 @@ that is not of its world.
 
 import functools
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from mini import GRID, PANEL, STUDENT, TEACHER, world
+from mini import EXAMPLES_DIR, GRID, PANEL, STUDENT, TEACHER, world
 from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec
 from pipeline.images import fit_to_panel
@@ -44,6 +44,31 @@ def is_miniature(spec: ModelSpec) -> bool:
 
 
 # what the miniature understands
+
+@dataclass(frozen=True)
+class Example:
+    """One of the Generate tab's examples on the miniature: a rendered reference of a held-out creature
+    (so what the student makes of it is zero-shot), a mode and a prompt in the world's words."""
+    file: str
+    mode: str
+    prompt: str
+    identity: world.Identity
+    context: world.Context
+
+    @property
+    def path(self):
+        return EXAMPLES_DIR / self.file
+
+
+EXAMPLES = (
+    Example("mini-star.png", "identity", "a creature, in a desert, lit from the left, in warm light",
+            world.Identity("star", "purple", "plain", "white", "hat"), world.Context(scene="studio")),
+    Example("mini-circle.png", "relight", "lit from the right, in cool light",
+            world.Identity("circle", "blue", "stripes", "black", "bow"), world.Context(scene="grass", light="left")),
+    Example("mini-triangle.png", "instruct", "a creature wearing a hat, at sea, lit from above, in neutral light",
+            world.Identity("triangle", "red", "plain", "magenta", "crown"),
+            world.Context(scene="night", light="top", warmth="cool")),
+)
 
 # The instruct mode's one-attribute changes, as (what the prompt will say, "attribute:value").
 CHANGES = [(world.caption(replace(world.Identity(), **{a: v}), None, [a]), f"{a}:{v}")

@@ -9,6 +9,7 @@ measured against the truth the renderer holds; its own accuracy is reported besi
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -19,8 +20,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from mini import JUDGE, PANEL, STUDENT, TEACHER, world
+from mini.embedded import CURATED, EXAMPLES
 from mini.judge import CONTEXT, IDENTITY, AttributeReader, judge_accuracy, read_attributes
-from mini.teacher import GUIDANCE
+from mini.teacher import GUIDANCE, panel_prompt
 from pipeline.generation.weights import ModelSpec, load_generator
 from pipeline.images import compose_grid
 from pipeline.wheel.teacher import load_teacher
@@ -86,6 +88,44 @@ def generate_row(row: str, items: list[dict], seed: int, teacher: str | Path, st
                 num_inference_steps=steps, guidance_scale=GUIDANCE, generator=generators).images
 
 
+@torch.no_grad()
+def teacher_fidelity(model: AttributeReader, teacher: str | Path = TEACHER, count: int = 96, seed: int = 0,
+                     steps: int = 20) -> dict:
+    """The teacher's prompt following on single panels whose captions name every identity attribute (held-out
+    identities, drawn as the wheel draws): per attribute, the share of panels in which the judge reads what the
+    caption asked for; `pf`, their mean; `identity_all`, the share with all five identity attributes right."""
+    rng = np.random.default_rng(2000 + seed)
+    identities = sorted(world.held_out(), key=lambda i: tuple(asdict(i).values()))
+    asked = [(identities[rng.integers(len(identities))], world.sample_context(rng)) for _ in range(count)]
+    generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(count)]
+    outputs = load_teacher(str(teacher)).draw([panel_prompt(i, c, IDENTITY) for i, c in asked], PANEL, PANEL, steps,
+                                              GUIDANCE, generators)
+    readings = read_attributes(model, outputs)
+    right = {x: [r[x] == getattr(i if x in IDENTITY else c, x) for r, (i, c) in zip(readings, asked)]
+             for x in IDENTITY + CONTEXT}
+    return {"panels": count, "pf": round(float(np.mean([np.mean(v) for v in right.values()])), 4),
+            "identity_all": round(float(np.mean([all(right[x][k] for x in IDENTITY) for k in range(count)])), 4),
+            "by_attribute": {x: round(float(np.mean(v)), 4) for x, v in right.items()}}
+
+
+def example_fidelity(model: AttributeReader, teacher: str | Path = TEACHER, curated: str | Path = CURATED,
+                     seeds: int = 4) -> dict:
+    """What the Generate tab's three examples give on the miniature at the tab's defaults: per example, how
+    many of the reference's five identity attributes the judge reads in each of `seeds` pictures (seeds 0,
+    1, ...), and their mean. Generated through `generate`, the function the tab and `dsd generate` call."""
+    from pipeline.generation.generate import GenerateRequest, Settings, generate
+
+    found = {}
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home), model=ModelSpec(base=str(teacher), dsd=str(curated)))
+        for example in EXAMPLES:
+            request = GenerateRequest(image=example.path, prompt=example.prompt, mode=example.mode, seed=0,
+                                      num_images=seeds)
+            readings = read_attributes(model, generate(request, settings).images)
+            found[example.file] = [sum(r[x] == getattr(example.identity, x) for x in IDENTITY) for r in readings]
+    return {"seeds": seeds, "found": found, "mean": {name: float(np.mean(v)) for name, v in found.items()}}
+
+
 def run_report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, students: dict | None = None,
            seeds: int = 3, per_mode: int = 16, steps: int = 20, picture: str | Path | None = None,
            log: Log = print) -> dict:
@@ -122,8 +162,14 @@ def run_report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, student
         if (Path(judge) / "report.json").is_file() else judge_accuracy(model)["accuracy"]
     if picture:
         save_picture(picture, evaluation_items(0, per_mode), shown)
+    singles = teacher_fidelity(model, teacher, count=2 * per_mode * len(MODES), steps=steps)
+    log(f"teacher on single panels naming every attribute: PF {singles['pf']:.3f}, all five identity attributes "
+        f"right {singles['identity_all']:.3f}")
+    examples = example_fidelity(model, teacher, students["student_curated"])
+    log("embedded default's examples, identity attributes found (of 5): "
+        + ", ".join(f"{name} {mean:.2f}" for name, mean in examples["mean"].items()))
     return {"judge_accuracy": accuracy, "rows": rows, "seeds": seeds, "items_per_seed": per_mode * len(MODES),
-            "seconds": round(time.perf_counter() - started)}
+            "teacher_singles": singles, "examples": examples, "seconds": round(time.perf_counter() - started)}
 
 
 def save_picture(path: str | Path, items: list[dict], outputs: dict, columns: int = 8, scale: int = 2) -> Path:
@@ -156,4 +202,14 @@ def markdown(result: dict) -> str:
         modes = [row["by_mode"][mode]["cp"] * row["by_mode"][mode]["pf"] for mode in MODES]
         lines.append(f"| {row['name']} | {row['cp']:.3f} | {row['pf']:.3f} | {row['cp_pf']:.3f} | "
                      f"{row['cp_pf_std']:.3f} | " + " | ".join(f"{m:.3f}" for m in modes) + " |")
+    if "teacher_singles" in result:
+        singles = result["teacher_singles"]
+        lines += ["", f"The teacher on {singles['panels']} single panels whose captions name every attribute: PF "
+                      f"{singles['pf']:.3f}, all five identity attributes right {singles['identity_all']:.3f}.", "",
+                  "| " + " | ".join(singles["by_attribute"]) + " |", "|" + "---:|" * len(singles["by_attribute"]),
+                  "| " + " | ".join(f"{v:.3f}" for v in singles["by_attribute"].values()) + " |"]
+    if "examples" in result:
+        lines += ["", "The Generate tab's examples on these weights, identity attributes of the reference found (of 5, "
+                      f"mean over {result['examples']['seeds']} seeds): "
+                      + ", ".join(f"{name} {mean:.2f}" for name, mean in result["examples"]["mean"].items()) + "."]
     return "\n".join(lines)

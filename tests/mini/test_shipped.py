@@ -80,22 +80,17 @@ def test_the_embedded_default_is_the_curated_student_at_its_own_size(judge_model
 
 
 def test_the_studios_example_references_are_the_worlds_renders():
-    from studio.generate_tab import EXAMPLES_DIR, MINI_EXAMPLES
+    from PIL import Image
 
-    references = {"mini-star.png": (SUBJECT, world.Context(scene="studio")),
-                  "mini-circle.png": (world.Identity("circle", "blue", "stripes", "black", "bow"),
-                                      world.Context(scene="grass", light="left")),
-                  "mini-triangle.png": (world.Identity("triangle", "red", "plain", "magenta", "crown"),
-                                        world.Context(scene="night", light="top", warmth="cool"))}
-    assert [name for name, _, _ in MINI_EXAMPLES] == list(references)
-    for name, (identity, context) in references.items():
-        assert identity in world.held_out()
-        from PIL import Image
+    from mini.embedded import EXAMPLES
 
-        with Image.open(EXAMPLES_DIR / name) as shipped:
-            assert shipped.convert("RGB").tobytes() == world.render(identity, context, PANEL).tobytes(), name
-    for _, _, prompt in MINI_EXAMPLES:  # every word is one the miniature was trained on
-        assert set(world.caption_words(prompt)) <= set(world.VOCABULARY), prompt
+    assert [example.file for example in EXAMPLES] == ["mini-star.png", "mini-circle.png", "mini-triangle.png"]
+    assert EXAMPLES[0].identity == SUBJECT
+    for example in EXAMPLES:
+        assert example.identity in world.held_out()
+        with Image.open(example.path) as shipped:
+            assert shipped.convert("RGB").tobytes() == world.render(example.identity, example.context, PANEL).tobytes()
+        assert set(world.caption_words(example.prompt)) <= set(world.VOCABULARY), example.prompt  # words it was trained on
 
 
 def test_report_on_shipped_weights_reproduces_the_shipped_figures():
@@ -108,6 +103,21 @@ def test_report_on_shipped_weights_reproduces_the_shipped_figures():
         for key in ("cp", "pf", "cp_pf"):
             assert abs(row[key] - expected[key]) <= TOLERANCE, (row["name"], key, row[key], expected[key])
     assert result["judge_accuracy"] == shipped["judge_accuracy"] >= 0.95
+    for name, value in shipped["teacher_singles"]["by_attribute"].items():  # 96 panels: 0.05 is about 5 readings
+        assert abs(result["teacher_singles"]["by_attribute"][name] - value) <= 0.05, (name, result["teacher_singles"])
+    for name, found in shipped["examples"]["mean"].items():  # 4 pictures: 0.5 is two readings
+        assert abs(result["examples"]["mean"][name] - found) <= 0.5, (name, result["examples"])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: the shipped miniature finds 1.00, 1.75 and 0.75 of the 5 (see "
+                                       "assets/mini/report.json); this mark goes when weights that keep identity ship")
+def test_the_embedded_default_keeps_its_examples_identity():
+    """The Generate tab's three examples at the tab's defaults (the shipped report generates them through
+    `generate`, and the test above holds it to a rerun): over 4 seeds, the judge finds at least 4 of the
+    reference's 5 identity attributes on average (in the instruct example the fifth is the one it changes)."""
+    examples = shipped_report()["examples"]
+    assert examples["seeds"] >= 4 and len(examples["mean"]) == 3
+    assert all(mean >= 4 for mean in examples["mean"].values()), examples["mean"]
 
 
 def test_readme_quotes_the_shipped_figures():
@@ -120,6 +130,11 @@ def test_readme_quotes_the_shipped_figures():
     wheel = json.loads((ASSETS / "wheel.json").read_text())
     for key in ("hit_rate", "acceptance_rate", "curator_precision", "named_kept_accepted", "named_kept_rejected"):
         assert f"| {key.replace('_', ' ')} | {wheel[key]:.3f} |" in readme, key
+    singles = shipped["teacher_singles"]
+    assert f"PF {singles['pf']:.3f}" in readme and f"only {singles['identity_all']:.3f}" in readme
+    assert "| " + " | ".join(f"{v:.3f}" for v in singles["by_attribute"].values()) + " |" in readme
+    star, circle, triangle = shipped["examples"]["mean"].values()
+    assert f"{star:.2f} (star), {circle:.2f} (circle) and {triangle:.2f} (triangle)" in readme
     domain = json.loads((ASSETS / "teacher_domain.json").read_text())
     for row in domain["rows"]:
         assert f"| {row['kept']:.3f} | {row['kept_std']:.3f} |" in readme, row
