@@ -7,13 +7,13 @@ what it shows (results, history) comes from `studio.views`. API names: `generate
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+from PIL import Image
 
-from mini import world
-from mini.embedded import CHANGES, is_embedded, is_miniature, world_prompt
+from mini import EXAMPLES_DIR, world
+from mini.embedded import CHANGES, EXAMPLES, is_embedded, is_miniature, world_prompt
 from pipeline.generation import generate as service
 from pipeline.generation.generate import Settings
 from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
@@ -21,23 +21,18 @@ from pipeline.generation.weights import DTYPES, sampling_defaults
 from pipeline.store import Store
 from studio.forms import generation_request, model_spec
 from studio.resolve import reference_notices, resolve_model
+from studio.public import Visitors, uploaded_picture
 from studio.shared import selected_id, shown_as_gr_error
 from studio.views import HISTORY_HEADERS, gallery_items, generation_details, history_rows, timings_text
 from train import launcher
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
-EXAMPLES = [
-    ("cat.jpg", "identity", MODES["identity"].example),
-    ("coffee.jpg", "relight", MODES["relight"].example),
-    ("astronaut.jpg", "instruct", MODES["instruct"].example),
+PHOTO_EXAMPLES = [
+    (EXAMPLES_DIR / "cat.jpg", "identity", MODES["identity"].example),
+    (EXAMPLES_DIR / "coffee.jpg", "relight", MODES["relight"].example),
+    (EXAMPLES_DIR / "astronaut.jpg", "instruct", MODES["instruct"].example),
 ]
-# The embedded miniature knows only its world (held-out creatures here, so these are zero-shot) and its
-# words: scenes, light, warmth and the attribute names of `mini/world.py`.
-MINI_EXAMPLES = [
-    ("mini-star.png", "identity", "a creature, in a desert, lit from the left, in warm light"),
-    ("mini-circle.png", "relight", "lit from the right, in cool light"),
-    ("mini-triangle.png", "instruct", "a creature wearing a hat, at sea, lit from above, in neutral light"),
-]
+# The embedded miniature knows only its world (held-out creatures here, so these are zero-shot) and its words.
+MINI_EXAMPLES = [(example.path, example.mode, example.prompt) for example in EXAMPLES]
 
 
 # a mode's defaults, as component updates
@@ -57,8 +52,9 @@ def mode_defaults(mode: str):
 # layout
 
 
-def form(settings: Settings) -> SimpleNamespace:
-    """The inputs, in the order `generate` takes them."""
+def form(settings: Settings, public: bool = False) -> SimpleNamespace:
+    """The inputs, in the order `generate` takes them; in public mode without the Model panel (the model,
+    memory mode and precision are the owner's settings, never a visitor's)."""
     first = MODES["identity"]
     sampling = sampling_defaults(resolve_model(settings.model))  # the model's own size and steps (512 px and 28 for FLUX)
     size = str(sampling["width"]) if sampling["width"] == sampling["height"] else f"{sampling['width']}x{sampling['height']}"
@@ -83,6 +79,9 @@ def form(settings: Settings) -> SimpleNamespace:
         f.keep_reconstruction = gr.Checkbox(False, label="Also keep the reconstruction (left panel)")
         f.enhance = gr.Checkbox(False, label="Enhance the prompt",
                                 info=f"with {settings.enhancer}" if settings.enhancer else "set DSD_ENHANCER to use it")
+    f.memory = f.base = f.dsd = f.run = f.lora = f.dtype = None
+    if public:
+        return f
     with gr.Accordion("Model", open=False):
         f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode")
         f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="blank: the embedded miniature; a FLUX.1-dev folder or hub id")
@@ -135,38 +134,47 @@ def history_panel() -> SimpleNamespace:
 # wiring
 
 
-def build(settings: Settings, gpu_wrapper: Callable | None = None) -> None:
-    """Lay out the tab inside the current Blocks and wire its events."""
+def build(settings: Settings, gpu_wrapper: Callable | None = None, public: bool = False) -> None:
+    """Lay out the tab inside the current Blocks and wire its events. In public mode (`studio.public`) each
+    visitor sees and stops only their own generations, and may have one waiting or running."""
     store = Store(settings.home)
+    visitors = Visitors() if public else None
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            f = form(settings)
+            f = form(settings, public)
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
         with gr.Column(scale=1):
             r = results()
-    examples = MINI_EXAMPLES if is_embedded(resolve_model(settings.model)) else EXAMPLES
-    gr.Examples([[str(EXAMPLES_DIR / name), mode, prompt] for name, mode, prompt in examples],
+    examples = MINI_EXAMPLES if is_embedded(resolve_model(settings.model)) else PHOTO_EXAMPLES
+    gr.Examples([[str(path), mode, prompt] for path, mode, prompt in examples],
                 inputs=[f.reference, f.mode, f.prompt], cache_examples=False)
     h = history_panel()
 
     generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate
     inputs = [f.reference, f.prompt, f.mode, f.size, f.steps, f.num_images, f.seed, f.randomise, f.guidance,
-              f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance,
-              f.memory, f.base, f.dsd, f.lora, f.dtype]
+              f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance]
     f.mode.change(mode_defaults, f.mode, [f.hint, f.prompt, f.image_guidance, f.text_guidance],
                   queue=False, api_visibility="private")
-    history = history_handler(store)
+    history = history_handler(store, visitors)
     # The public `history` endpoint is registered first so that it gets that name.
     h.refresh.click(history, h.search, h.table, api_name="history")
-    button.click(generate_handler(settings, generate_fn), inputs, [r.gallery, r.seeds, r.notices, r.timings],
-                 api_name="generate", preprocess=False).then(history, h.search, h.table, api_visibility="private")
+    outputs = [r.gallery, r.seeds, r.notices, r.timings]
+    if public:  # visitors take turns inside the handler (`Visitors`), so Gradio may start them all
+        button.click(public_generate_handler(settings, generate_fn, visitors), inputs, outputs, api_name="generate",
+                     preprocess=False, concurrency_limit=None).then(history, h.search, h.table, api_visibility="private")
+    else:
+        button.click(generate_handler(settings, generate_fn), inputs + [f.memory, f.base, f.dsd, f.lora, f.dtype],
+                     outputs, api_name="generate", preprocess=False).then(history, h.search, h.table,
+                                                                          api_visibility="private")
     # Outside the queue, so it runs while a generation holds it; the generation keeps what it made.
-    stop.click(stop_generation, None, None, queue=False, api_name="stop")
+    stop.click(stop_handler(visitors), None, None, queue=False, api_name="stop")
     # No triggers: on page load and whenever the search text changes.
     gr.on(None, history, h.search, h.table, api_visibility="private", trigger_mode="always_last")
-    h.table.select(select_handler(store), None, [h.pictures, h.details], api_visibility="private")
+    h.table.select(select_handler(store, visitors), None, [h.pictures, h.details], api_visibility="private")
+    if public:
+        return
     f.run.focus(lambda: gr.Dropdown(choices=launcher.runs_with_weights(store)), None, f.run, queue=False,
                 api_visibility="private")
     f.run.select(run_weights_handler(store), f.run, [f.base, f.dsd], api_name="run_weights")
@@ -190,44 +198,76 @@ def run_weights_handler(store: Store):
     return run_weights
 
 
+def run_generation(settings: Settings, generate_fn: Callable, form_values: tuple, progress) -> tuple:
+    """The form's values -> a generation -> what the results panel shows (pictures, seeds, notices, timings)."""
+    request = generation_request(*form_values)
+    notices = reference_notices(settings.model, request.image)
+    progress(0, desc="loading the model")
+    result = generate_fn(request, settings, notices=notices,
+                         progress=lambda step, total: progress((step, total), desc="denoising"))
+    for notice in result.notices:
+        gr.Warning(notice)
+    return result, ", ".join(str(seed) for seed in result.seeds), "\n".join(result.notices), timings_text(result.timings)
+
+
 def generate_handler(settings: Settings, generate_fn: Callable):
     def generate(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
                  image_guidance, text_guidance, fit, keep_reconstruction, enhance,
                  memory, base, dsd, lora, dtype, progress=gr.Progress()):
         """Generate pictures of the reference's subject; returns pictures, seeds, notices, timings."""
         with shown_as_gr_error("generation"):
-            request = generation_request(reference, prompt, mode, size, steps, num_images, seed, randomise,
-                                         guidance, image_guidance, text_guidance, fit, keep_reconstruction, enhance)
-            model = resolve_model(model_spec(base, dsd, lora, dtype))
-            notices = reference_notices(model, request.image)
-            progress(0, desc="loading the model")
-            result = generate_fn(request, replace(settings, memory=memory, model=model), notices=notices,
-                                 progress=lambda step, total: progress((step, total), desc="denoising"))
-        for notice in result.notices:
-            gr.Warning(notice)
-        seeds = ", ".join(str(seed) for seed in result.seeds)
-        return gallery_items(result), seeds, "\n".join(result.notices), timings_text(result.timings)
+            chosen = replace(settings, memory=memory, model=resolve_model(model_spec(base, dsd, lora, dtype)))
+            values = (uploaded_picture(reference), prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                      image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+            result, *shown = run_generation(chosen, generate_fn, values, progress)
+        return gallery_items(result), *shown
 
     return generate
 
 
-def stop_generation() -> None:
-    """Stop the running generation after its current denoising step."""
-    service.MODELS.stop()
+def public_generate_handler(settings: Settings, generate_fn: Callable, visitors: Visitors):
+    settings = replace(settings, model=resolve_model(settings.model))
+
+    def generate(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                 image_guidance, text_guidance, fit, keep_reconstruction, enhance,
+                 request: gr.Request, progress=gr.Progress()):
+        """Generate pictures of the reference's subject (an uploaded picture) with the studio's model;
+        returns pictures, seeds, notices, timings."""
+        with shown_as_gr_error("generation"):
+            values = (uploaded_picture(reference), prompt, mode, size, steps, num_images, seed, randomise, guidance,
+                      image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+            progress(0, desc="waiting for the GPU")
+            with visitors.generating(request.session_hash):
+                result, *shown = run_generation(settings, generate_fn, values, progress)
+            visitors.made(request.session_hash, result.id)
+        # Pictures, not paths: Gradio serves them from its cache by content hash, never from the data folder.
+        return [(Image.open(path), label) for path, label in gallery_items(result)], *shown
+
+    return generate
 
 
-def history_handler(store: Store):
-    def history(search: str = ""):
-        """Recent generations, newest first; `search` keeps prompts that contain it."""
+def stop_handler(visitors: Visitors | None):
+    def stop(request: gr.Request) -> None:
+        """Stop the running generation after its current denoising step (in public mode: only one's own)."""
+        if visitors is None or visitors.running == request.session_hash:
+            service.MODELS.stop()
+
+    return stop
+
+
+def history_handler(store: Store, visitors: Visitors | None = None):
+    def history(search: str = "", request: gr.Request = None):
+        """Recent generations, newest first; `search` keeps prompts that contain it (public mode: one's own)."""
         with shown_as_gr_error("reading the history"):
-            return history_rows(store, search)
+            return history_rows(store, search, visitors.generations(request.session_hash) if visitors else None)
 
     return history
 
 
-def select_handler(store: Store):
-    def select(event: gr.SelectData):
+def select_handler(store: Store, visitors: Visitors | None = None):
+    def select(event: gr.SelectData, request: gr.Request):
         with shown_as_gr_error("reading the history"):
-            return generation_details(store, selected_id(event))
+            return generation_details(store, selected_id(event),
+                                      visitors.generations(request.session_hash) if visitors else None)
 
     return select

@@ -11,6 +11,7 @@ import pandas as pd
 from pipeline.errors import UserInputError
 from pipeline.evaluation import stages as evaluation
 from pipeline.generation.generate import GenerateResult, reconstruction_path
+from pipeline.images import load_image
 from pipeline.jobs import log_tail
 from pipeline.store import REVIEW_DECISIONS, Store
 from studio.pictures import sample_grid_file
@@ -73,8 +74,15 @@ def timings_text(timings: dict[str, float]) -> str:
     return " · ".join(parts)
 
 
-def history_rows(store: Store, search: str = "") -> list[list]:
-    rows = store.list_generations(limit=HISTORY_LIMIT, search=(search or "").strip() or None)
+def history_rows(store: Store, search: str = "", only: set[int] | None = None) -> list[list]:
+    """Recent generations, newest first, whose prompt holds `search`; only those in `only` when given (a
+    public studio's visitor sees their own)."""
+    search = (search or "").strip() or None
+    if only is None:
+        rows = store.list_generations(limit=HISTORY_LIMIT, search=search)
+    else:
+        rows = [store.get_generation(i) for i in sorted(only, reverse=True)]
+        rows = [row for row in rows if not search or search.lower() in row["prompt"].lower()][:HISTORY_LIMIT]
     return [history_row(row) for row in rows]
 
 
@@ -87,20 +95,43 @@ def history_row(row: dict) -> list:
     return [row["id"], when, row["mode"], prompt, row["seed"], size, total]
 
 
-def generation_details(store: Store, generation_id) -> tuple[list[tuple[str, str]], dict]:
-    """The output pictures still on disk and the recorded parameters of one generation."""
+def generation_details(store: Store, generation_id, only: set[int] | None = None) -> tuple[list, dict]:
+    """The output pictures still on disk and the recorded parameters of one generation (one of `only`, when
+    given). Paths inside the data folder are shown relative to it; in a public studio (`only`) the pictures
+    are returned as pictures, never as server paths."""
     try:
+        if only is not None and int(generation_id) not in only:
+            raise KeyError(generation_id)
         row = store.get_generation(int(generation_id))
     except (KeyError, TypeError, ValueError):
         raise UserInputError(f"no generation {generation_id!r} in the history: refresh it") from None
     seeds = (row.get("params") or {}).get("seeds") or []
     paths = row.get("output_paths") or []
     pictures = [(path, f"seed {seed}") for path, seed in zip(paths, seeds) if Path(path).is_file()]
+    if only is not None:
+        pictures = [(load_image(path), label) for path, label in pictures]
     details = {key: row.get(key) for key in DETAIL_FIELDS if row.get(key) not in (None, [], "")}
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:
         details["missing_files"] = missing
-    return pictures, details
+    return pictures, shown_paths(details, store.home, public=only is not None)
+
+
+def shown_paths(value, home: Path, public: bool = False):
+    """`value` with every absolute path inside the data folder written relative to it; in public mode a
+    path elsewhere (a model folder) is shown by its last part only."""
+    if isinstance(value, dict):
+        return {key: shown_paths(item, home, public) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shown_paths(item, home, public) for item in value]
+    if isinstance(value, str) and " + " in value:  # a model: base + DSD weights + LoRA
+        return " + ".join(shown_paths(part, home, public) for part in value.split(" + "))
+    if isinstance(value, str) and Path(value).is_absolute():
+        try:
+            return str(Path(value).resolve().relative_to(home.resolve()))
+        except (ValueError, OSError):
+            return Path(value).name if public else value
+    return value
 
 
 # Data wheel: a pair under review

@@ -23,6 +23,9 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     studio = commands.add_parser("studio", parents=[common], help="start the studio in the browser")
     studio.add_argument("--host", default="127.0.0.1")
     studio.add_argument("--port", type=int, default=7860)
+    studio.add_argument("--public", action="store_true",
+                        help="public mode (generation only, from uploads; per-visitor history and Stop); on by "
+                             "default on a Space or a non-loopback --host unless DSD_PASSWORD is set")
     add_model_flags(studio)
 
     gen = commands.add_parser("generate", parents=[common], help="reference picture + prompt -> picture(s)")
@@ -98,5 +101,5 @@ def run_generate(args) -> int:
 def run_studio(args) -> int:
     from studio.app import launch
 
-    launch(settings_from(args), host=args.host, port=args.port)
+    launch(settings_from(args), host=args.host, port=args.port, public=args.public)
     return 0
