@@ -38,6 +38,12 @@ class JobSettings(Protocol):
     def command(self, home: Path) -> list[str]: ...
 
 
+def with_job_id(argv: list[str], job_id: int) -> list[str]:
+    """The job's command with `--job ID` among its options: before a `--` that ends them, if there is one."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [*argv[:cut], "--job", str(job_id), *argv[cut:]]
+
+
 def start_job(store: Store, settings: JobSettings, env: dict[str, str] | None = None) -> int:
     """Spawn the command of `settings` as a job of its kind; returns the job id at once."""
     job_id = create_job(store, settings.kind, settings.command(store.home.resolve()), status="queued")
@@ -62,7 +68,7 @@ def spawn_job(store: Store, job_id: int, env: dict[str, str] | None = None, argv
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [*argv, "--job", str(job_id)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            with_job_id(argv, job_id), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, "PYTHONPATH": path, **(env or {})},
         )
     store.update("jobs", job_id, {"pid": process.pid, "log_path": str(log_path), "started_at": utc_now(),

@@ -65,19 +65,21 @@ class StageSettings:
         return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
 
     def flags(self) -> list[str]:
-        """The flags that parse back into these settings; unset (None or False) fields are left out."""
-        argv = []
+        """The flags that parse back into these settings; unset (None or False) fields are left out. A value
+        is never read as an option: one that starts with "-" is joined to its flag (`--name=-x`), and
+        positional values go after `--` when one of them does."""
+        argv, positional = [], []
         for f in fields(self):
             value, flag = getattr(self, f.name), f.metadata["flags"][0]
             if not flag.startswith("-"):
-                argv.append(str(value))
+                positional.append(str(value))
             elif value is True:
                 argv.append(flag)
             elif isinstance(value, (list, tuple)):
-                argv += [flag, *map(str, value)]
+                argv += [flag, *map(str, value)]  # numbers only (`--usd-per-mtok`), which argparse reads as such
             elif value is not None and value is not False:
-                argv += [flag, str(value)]
-        return argv
+                argv += [f"{flag}={value}"] if str(value).startswith("-") else [flag, str(value)]
+        return argv + (["--"] if any(value.startswith("-") for value in positional) else []) + positional
 
     def command(self, home: Path) -> list[str]:
         """The job's command line on data folder `home` (the job adds `--job ID`)."""

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.errors import UserInputError
 from pipeline.evaluation.stages import get_eval
+from pipeline.jobs import with_job_id
 from pipeline.store import Store
 from studio.cli import build_parser
 from studio.job_settings import (
@@ -43,6 +44,10 @@ EVERY_STAGE = [
     JudgeStage(evaluation="7", judge_spec="gemini:gemini-2.5-pro", concurrency=2, templates="/dreambench"),
     MetricsStage(evaluation="my eval", clip="/ckpt/clip", dinov2="/ckpt/dinov2"),
     ReportStage(evaluation="my eval", json=True, csv=Path("/out/judgements.csv"), partial=True, runs=3),
+    # Free text that looks like an option stays a value: it must not move the job's data folder.
+    SampleStage(name="--home=/elsewhere", base="-b"),
+    JudgeStage(evaluation="--home=/elsewhere", judge_model="--runs", runs=2),
+    CaptionsStage(source="-", column="--limit"),
 ]
 
 
@@ -50,7 +55,7 @@ EVERY_STAGE = [
 def test_the_command_of_a_stage_parses_back_into_the_same_settings(settings, tmp_path):
     argv = settings.command(tmp_path)
     assert argv[:3] == [sys.executable, "-m", "studio.cli"]
-    args = build_parser().parse_args(argv[3:] + ["--job", "12"])  # the job launcher adds its id
+    args = build_parser().parse_args(with_job_id(argv[3:], 12))  # the job launcher adds its id
 
     assert type(settings).from_args(args) == settings
     assert (args.command, args.stage, args.home, args.job) == (*settings.COMMAND, str(tmp_path), 12)
