@@ -153,20 +153,23 @@ class JobReporter:
         self.store, self.job_id = store, job_id
         self.stopped = False  # set by the work when it honoured a stop request
         self._last_write = 0.0
+        self._counts: dict[str, int] = {}  # the latest progress, written or not
 
     def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
-        """Record progress, at most twice a second (the studio polls; the database is shared)."""
+        """Record progress, at most twice a second (the studio polls; the database is shared); the latest
+        counts are written with the final status in any case."""
+        self._counts = {"done": done, **({"total": total} if total is not None else {})}
         if self.job_id is None or (not force and time.monotonic() - self._last_write < 0.5):
             return
         self._last_write = time.monotonic()
-        self.store.update("jobs", self.job_id, {"done": done, **({"total": total} if total is not None else {})})
+        self.store.update("jobs", self.job_id, self._counts)
 
     def should_stop(self) -> bool:
         return self.job_id is not None and bool(self.store.get("jobs", self.job_id)["stop_requested"])
 
     def finish(self, status: str, error: str | None = None) -> None:
         if self.job_id is not None:
-            self.store.update("jobs", self.job_id, {"status": status, "error": error, "ended_at": utc_now()})
+            self.store.update("jobs", self.job_id, {**self._counts, "status": status, "error": error, "ended_at": utc_now()})
 
     @contextmanager
     def finishing(self) -> Iterator["JobReporter"]:

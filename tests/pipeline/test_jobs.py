@@ -155,6 +155,16 @@ def test_how_a_job_ends_is_recorded_once_for_every_kind(tmp_path, work, status, 
     assert row["ended_at"]
 
 
+def test_a_finished_job_shows_its_final_counts(tmp_path):
+    """Progress is written at most twice a second; a job used to end showing the last count written (18/24)."""
+    def work(reporter: JobReporter):
+        for done in range(1, 25):
+            reporter.progress(done, 24)
+
+    row = ended(Store(tmp_path / "home"), work)
+    assert (row["status"], row["done"], row["total"]) == ("done", 24, 24)
+
+
 def test_a_job_that_is_not_a_job_records_nothing(tmp_path):
     """A stage run by hand (no --job) or a training rank other than 0 has no job row to write."""
     store = Store(tmp_path)
