@@ -79,6 +79,14 @@ class WheelQueries(StoreBase):
         with self._connect() as db, db.conn:
             db.conn.execute(f"delete from pair_claims where {where}", args)
 
+    def record_verdict(self, verdict: dict[str, Any], owner: str, run_id: int, run: dict[str, Any]) -> None:
+        """A pair's verdict, the counts and spend so far of the curation run that made it (its `stage_runs` row)
+        and the release of its claim, in one transaction: a run killed at any moment leaves them in step."""
+        with self._connect() as db, db.atomic():
+            db["verdicts"].upsert(encode_row("verdicts", verdict), pk="pair_id")
+            db["stage_runs"].update(run_id, encode_row("stage_runs", run))
+            db.conn.execute("delete from pair_claims where owner = ? and pair_id = ?", [owner, verdict["pair_id"]])
+
     def claim_owners(self) -> list[dict[str, Any]]:
         """Each curation holding claims: owner, host, pid and its oldest claim."""
         return self._query("select owner, host, pid, min(claimed_at) as claimed_at from pair_claims group by owner")

@@ -41,6 +41,7 @@ class StageResult:
     failed: int = 0
     stopped: bool = False
     details: dict = field(default_factory=dict)
+    row_id: int | None = None  # its `stage_runs` row, once written
 
     def summary(self) -> str:
         parts = [f"{self.stage}: {self.added} added"]
@@ -50,10 +51,19 @@ class StageResult:
         return ", ".join(parts) + (" (stopped by the user)" if self.stopped else "")
 
 
-def record_run(store: Store, result: StageResult, job_id: int | None = None) -> None:
-    store.insert("stage_runs", {"stage": result.stage, "job_id": job_id, "added": result.added,
-                                "skipped": result.skipped, "failed": result.failed,
-                                "stopped": int(result.stopped), "details": result.details})
+def record_run(store: Store, result: StageResult, job_id: int | None = None, finished: bool = True) -> None:
+    """The run's `stage_runs` row. A stage whose calls are paid (curation) writes it as it goes, `finished`
+    False and so marked stopped until the end: a run killed midway keeps what it did and spent."""
+    row = run_row(result, job_id, finished)
+    if result.row_id is None:
+        result.row_id = store.insert("stage_runs", row)
+    else:
+        store.update("stage_runs", result.row_id, row)
+
+
+def run_row(result: StageResult, job_id: int | None, finished: bool = True) -> dict:
+    return {"stage": result.stage, "job_id": job_id, "added": result.added, "skipped": result.skipped,
+            "failed": result.failed, "stopped": int(result.stopped or not finished), "details": result.details}
 
 
 def wheel_folder(store: Store, kind: str) -> Path:
@@ -225,8 +235,10 @@ def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 
     judge_impl = curator or SimilarityCurator()
     release_stale_claims(store)
     todo = store.pairs_to_judge(limit)
-    result = StageResult("curate", details={"same": 0, "cached": 0})
+    result = StageResult("curate", details={"same": 0, "cached": 0, "input_tokens": 0, "output_tokens": 0})
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    job_id = reporter.job_id if reporter else None
+    record_run(store, result, job_id, finished=False)
 
     def items() -> Iterator:
         for pair in todo:
@@ -241,15 +253,19 @@ def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 
                 yield pair["pair_id"], a.convert("RGB"), b.convert("RGB")
 
     def record(pair_id, outcome, cached: bool) -> None:
+        if not cached:
+            result.details["input_tokens"] += outcome.input_tokens
+            result.details["output_tokens"] += outcome.output_tokens
         if isinstance(outcome, CurationFailure):
-            store.put("verdicts", {"pair_id": pair_id, "status": "failed", "error": str(outcome), "judge": judge_impl.name})
+            verdict = {"pair_id": pair_id, "status": "failed", "error": str(outcome), "judge": judge_impl.name}
             result.failed += 1
         else:
-            store.put("verdicts", {"pair_id": pair_id, "status": "ok", "cached": int(cached), "error": None, **outcome.to_dict()})
+            verdict = {"pair_id": pair_id, "status": "ok", "cached": int(cached), "error": None, **outcome.to_dict()}
             result.added += 1
             result.details["same"] += int(outcome.same)
             result.details["cached"] += int(cached)
-        store.release_claims(owner, pair_id)
+        price(result.details, usd_per_mtok)
+        store.record_verdict(verdict, owner, result.row_id, run_row(result, job_id, finished=False))
         if reporter:
             reporter.progress(result.added + result.failed + result.skipped, len(todo))
 
@@ -259,9 +275,17 @@ def run_curate(store: Store, curator: Curator | None = None, concurrency: int = 
         store.release_claims(owner)
     result.details.update(input_tokens=stats.input_tokens, output_tokens=stats.output_tokens,
                           seconds=round(stats.seconds, 1))
-    if usd_per_mtok:
-        result.details["usd"] = round((stats.input_tokens * usd_per_mtok[0] + stats.output_tokens * usd_per_mtok[1]) / 1e6, 4)
+    price(result.details, usd_per_mtok)
+    record_run(store, result, job_id)
+    if reporter:
+        reporter.progress(result.added + result.failed + result.skipped, len(todo))
     return result
+
+
+def price(details: dict, usd_per_mtok: tuple[float, float] | None) -> None:
+    """The run's cost so far, when its prices per million (input, output) tokens are known."""
+    if usd_per_mtok:
+        details["usd"] = round((details["input_tokens"] * usd_per_mtok[0] + details["output_tokens"] * usd_per_mtok[1]) / 1e6, 4)
 
 
 def review_pair(store: Store, pair_id, decision: str, note: str = "") -> dict:

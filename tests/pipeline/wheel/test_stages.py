@@ -199,6 +199,11 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
     judged_before = store.wheel_counts()["verdicts"]
     assert 3 <= judged_before < store.wheel_counts()["pairs"], "killed midway"
     calls_before = len(fake_api.requests)
+    # The killed run's row holds what it did and spent (it used to write none), marked as not finished.
+    killed = [row for row in Database(home / "dsd.sqlite")["stage_runs"].rows if row["stage"] == "curate"][-1]
+    spent = json.loads(killed["details"])
+    assert killed["stopped"] == 1 and killed["added"] == judged_before
+    assert spent["input_tokens"] > 0 and spent["output_tokens"] > 0
 
     ok(dsd(home, "curate", "--judge", judge, "--concurrency", "2"))
     counts = store.wheel_counts()
