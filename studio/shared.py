@@ -6,6 +6,7 @@ Jobs of one tab share a kind prefix ("wheel:", "eval:"); the rest of the kind is
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 import gradio as gr
 
@@ -54,3 +55,16 @@ def stop_job(store: Store, prefix: str, job_id, what: str) -> int:
         raise UserInputError(f"no running {what} job{f' {int(job_id)}' if job_id else ''}: nothing to stop")
     request_stop(store, jobs[0]["id"])
     return jobs[0]["id"]
+
+
+def inside_data_folder(what: str, path: str | Path | None, home: Path) -> str | None:
+    """`path` as an absolute folder inside the data folder (a relative one is read from the data folder), or
+    None for none. The studio writes only there; a folder elsewhere is the owner's to pass on the command
+    line (`dsd train --out`, say), never a form's."""
+    if not path:
+        return None
+    folder = (home / Path(path).expanduser()).resolve()
+    if not folder.is_relative_to(home.resolve()):
+        raise UserInputError(f"{what} {path} is outside the data folder: leave it blank (the data folder's own) "
+                             "or give a folder inside it; elsewhere, start it from the command line")
+    return str(folder)

@@ -8,7 +8,7 @@ API names: `train_start`, `train_stop`, `train_save`, `train_sample`, `train_res
 """
 
 import inspect
-from dataclasses import Field
+from dataclasses import Field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +19,7 @@ from pipeline.generation.generate import Settings
 from pipeline.store import Store
 from studio.config_form import CHOICES, FIELD_NAMES, FIELDS, config_from_form, field_kind, form_values, is_number_box
 from studio.resolve import DEFAULT_BASE, resolve_config
-from studio.shared import selected_id, shown_as_gr_error
+from studio.shared import inside_data_folder, selected_id, shown_as_gr_error
 from studio.views import RUN_HEADERS, run_rows, run_view
 from train import launcher
 from train.config import TrainConfig, load_preset, preset_names, save_preset
@@ -156,7 +156,9 @@ def wire_controls(store: Store, form: list, c: SimpleNamespace) -> None:
         """Start a training run with the form's settings (queued while its devices are busy); returns its id
         and a message."""
         with shown_as_gr_error("starting the run"):
-            run_id = launcher.launch(store, resolve_config(config_from_form(values)), (name or "").strip())
+            config = resolve_config(config_from_form(values))
+            config = replace(config, out=inside_data_folder("the run folder", config.out, store.home))
+            run_id = launcher.launch(store, config, (name or "").strip())
             run = launcher.get_run(store, run_id)
         where = "the CPU" if run["devices"] == "cpu" else f"GPU {run['devices']}"
         waiting = " (queued: another run holds its devices)" if run["status"] == "queued" else ""

@@ -106,6 +106,8 @@ BAD_SETTINGS = [
     pytest.param({"half_weights": "[1, "}, "half_weights is not valid YAML", id="broken YAML"),
     pytest.param({"steps": 0}, "steps, batch_size and gradient_accumulation must be positive", id="steps 0"),
     pytest.param({"alpha": None, "learning_rate": None}, "learning_rate is blank: give a number", id="blank number"),
+    pytest.param({"out": "/tmp/elsewhere"}, "the run folder /tmp/elsewhere is outside the data folder", id="out elsewhere"),
+    pytest.param({"out": "../escape"}, "the run folder ../escape is outside the data folder", id="out up and out"),
 ]
 
 
