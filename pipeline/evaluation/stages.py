@@ -26,6 +26,7 @@ import PIL.Image
 from pipeline.errors import UserInputError
 from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
 from pipeline.evaluation.judge import judge_item, load_templates, summarize
+from pipeline.images import load_image
 from pipeline.providers import Provider, endpoint, judge_provider
 from pipeline.store import Store
 
@@ -105,6 +106,15 @@ def recorded_model(evaluation: dict) -> "ModelSpec":
     return ModelSpec(base=evaluation["model"]["base"], dsd=evaluation["model"]["dsd"])
 
 
+def check_references(paths: list[Path]) -> None:
+    """Every reference the samples need is a picture, checked before the model loads; one line names the file."""
+    for path in paths:
+        try:
+            load_image(path)
+        except UserInputError as error:
+            raise UserInputError(f"benchmark reference {path}: {error}") from None
+
+
 def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = "auto",
                  on_progress: Callable[[int, int], None] | None = None, model: "ModelSpec | None" = None) -> int:
     """Generate the samples not made yet (at most `limit`); returns how many were made. `model` is the
@@ -118,6 +128,7 @@ def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = 
     todo = todo[:limit] if limit is not None else todo
     if not todo:
         return 0
+    check_references(sorted({item.reference for item, _ in todo}))
     pipe = MODELS.get(model or recorded_model(evaluation), memory)
     folder = store.home / "evals" / str(evaluation["id"]) / "samples"
     import torch

@@ -171,3 +171,21 @@ def test_a_refused_key_stops_the_judge_and_records_nothing(sampled, fake_api, mo
     with pytest.raises(ProviderError, match="401"):
         evaluation.judge_samples(store, eval_id, judge, runs=1, concurrency=1)
     assert [row for row in store.eval_judgements(eval_id) if row["judge"] == "refused-judge"] == []
+
+
+def test_a_benchmark_reference_that_is_not_a_picture_is_named_before_sampling(tmp_path):
+    import os
+    import shutil
+
+    benchmark = tmp_path / "bench"
+    shutil.copytree(BUILTIN, benchmark)
+    broken = sorted((benchmark / "images").rglob("*.*"))[0]
+    broken.write_text("a note, not a picture")
+    home = tmp_path / "home"
+    result = subprocess.run([sys.executable, "-m", "studio.cli", "eval", "sample", "--name", "broken", "--benchmark",
+                             str(benchmark), "--size", "64", "--steps", "1", "--home", str(home)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, env=os.environ)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"benchmark reference {broken}: this file is not a picture" in result.stderr
+    assert not (home / "evals").exists()
