@@ -112,8 +112,11 @@ def test_only_generation_is_offered_no_endpoint_starts_a_process_or_names_a_prov
     assert not any(name.startswith(("wheel", "train", "eval", "run")) for name in offered), offered
     # The endpoints that were there locally do not exist: a wheel job with the visitor's own judge URL,
     # a captions file, an output folder or an evaluation named like an option cannot even be asked for.
-    assert call(url, "wheel_start", ["curate"])[0] in ("refused", "error")
-    assert call(url, "eval_sample", ["--home=/elsewhere"])[0] in ("refused", "error")
+    for api_name, data in (("wheel_start", ["curate", "openai:gpt-4o@http://127.0.0.1:9/v1"]),  # a key to a URL
+                           ("wheel_start", ["captions", "../../etc/passwd"]),  # a server file into the database
+                           ("train_start", ["run", "/tmp/elsewhere"]),  # writes outside the data folder
+                           ("eval_sample", ["--home=/elsewhere"])):  # option text
+        assert call(url, api_name, data) == ("refused", 404), api_name
 
 
 def test_each_visitor_sees_their_own_history_and_their_stop_stops_only_their_generation(space):
