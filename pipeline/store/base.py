@@ -164,6 +164,7 @@ def unusable_database(path: Path, error: sqlite3.Error) -> UserInputError:
 def _check_writable(conn: sqlite3.Connection) -> None:
     """Fail now, before any work, on a file SQLite can read but not write: rewrite a header field to its own
     value inside a transaction that is rolled back (SQLite checks write access only when it writes)."""
+    conn.commit()  # whatever ensure_tables left open: the probe is a transaction of its own
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]

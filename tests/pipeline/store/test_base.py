@@ -5,9 +5,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from sqlite_utils import Database
 
-from pipeline.store import Store
+from pipeline.errors import UserInputError
+from pipeline.store import DB_FILENAME, Store
 from tests.pipeline.store.test_generations import generation
 
 REPO = Path(__file__).resolve().parents[3]
@@ -67,3 +69,19 @@ def test_database_file_is_in_wal_mode(tmp_path):
     store = Store(tmp_path)
 
     assert Database(store.path).journal_mode == "wal"
+
+
+def test_a_database_that_turns_read_only_is_one_line_at_the_next_write(tmp_path, read_only):
+    """Opening refuses a read-only file at once (the CLI's tests); a file that becomes read-only while a
+    process holds its store is named at the next write, with what to do."""
+    store = Store(tmp_path)
+    read_only(tmp_path / DB_FILENAME)
+    assert store.list_generations() == []  # reading still works
+    with pytest.raises(UserInputError, match=f"the database {tmp_path / DB_FILENAME} is read-only: make it writable"):
+        store.record_generation(**generation())
+
+
+def test_a_folder_in_place_of_the_database_is_one_line(tmp_path):
+    (tmp_path / DB_FILENAME).mkdir()
+    with pytest.raises(UserInputError, match=f"cannot open the database {tmp_path / DB_FILENAME}: check"):
+        Store(tmp_path)
