@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 MAX_IMAGES = 16
 MAX_STEPS = 200
 # Guidance scales a request may ask for, each (low, high), inclusive. FLUX.1-dev's distilled guidance is an
-# embedding trained on about 1-10 (3.5 is its default); past 30 pictures are burnt, and a scale far outside
-# (1e300, inf) overflows the embedding into a black picture. True guidance (image, text) of 1 is "off",
-# 0 drops that condition, and classifier-free guidance past ~20 saturates in every diffusion model: 0-30
-# keeps every scale that draws something and refuses typos, negatives and nan.
+# embedding of a scale it was distilled on at about 1-10 (3.5 is its default); nan or inf drew an all-black
+# picture and 1e300 overflowed. True guidance (image, text): 1 is off, 0 drops that condition, and
+# classifier-free guidance far past ~20 only saturates. 0-30 keeps every scale that draws something, with
+# room above the trained range to experiment, and refuses typos, negatives and nan.
 GUIDANCE_RANGES = {"guidance": (0.0, 30.0), "image guidance": (0.0, 30.0), "text guidance": (0.0, 30.0)}
 LICENCE_NOTE = (
     "FLUX.1-dev and the DSD weights are under the FLUX.1 [dev] Non-Commercial License: "
