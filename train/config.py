@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.errors import UserInputError
 from pipeline.images import check_panel_size, load_image
+from pipeline.wheel.dataset import check_pairs_file
 
 # The modules the released DSD LoRA adapts (primecai/dsd_model): every attention projection of the
 # double-stream blocks, and q/k/v of the single-stream blocks.
@@ -155,9 +156,10 @@ def _kind_problem(value, kind) -> str | None:
         length_ok = origin is list or (isinstance(value, (list, tuple)) and len(value) == len(args))
         fits = isinstance(value, (list, tuple)) and length_ok and all(_kind_problem(v, args[0]) is None for v in value)
         return None if fits else wanted
-    fits = {bool: lambda: isinstance(value, bool), str: lambda: isinstance(value, str), dict: lambda: isinstance(value, dict),
-            int: lambda: isinstance(value, int) and not isinstance(value, bool),
-            float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]()
+    if kind in (int, float):  # a bool is an int to Python, never a number to a person
+        fits = isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, kind)  # bool, str, dict
     return None if fits else _KIND_NAMES[kind]
 
 
@@ -200,8 +202,6 @@ def sample_problems(sample) -> list[str]:
 def data_problems(path: str) -> list[str]:
     """The data file is a pairs parquet whose first rows are pictures and captions: a wrong file is found here,
     not when the run has started (every row is read then, when the latents are cached)."""
-    from pipeline.wheel.dataset import check_pairs_file
-
     try:
         check_pairs_file(path)
     except UserInputError as error:
