@@ -73,10 +73,26 @@ class StoreBase:
         finally:
             conn.close()
 
+    @contextmanager
+    def _writing(self) -> Iterator[Database]:
+        """A connection in a write transaction that takes the write lock first (BEGIN IMMEDIATE), committed at
+        the end or rolled back. Under WAL a transaction that reads first (sqlite-utils reads the table's
+        columns before it writes) and then writes fails at once with "database is locked" when another
+        process wrote in between; one that starts by taking the lock waits its turn (the busy timeout)."""
+        with self._connect() as db:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.rollback()
+                raise
+            db.conn.commit()
+
     def add(self, table: str, rows: list[dict[str, Any]]) -> int:
         """Insert rows whose unique key is new; rows already there are left alone. Returns how many were new."""
         encoded = [encode_row(table, _stamped(table, row)) for row in rows]
-        with self._connect() as db:
+        with self._writing() as db:
             # total_changes counts this connection's rows only: other processes may be writing too.
             before = db.conn.total_changes
             db[table].insert_all(encoded, ignore=True)
@@ -88,7 +104,7 @@ class StoreBase:
 
     def put(self, table: str, row: dict[str, Any]) -> None:
         """Insert or replace the row with this primary key (verdicts, reviews, runs, cache entries)."""
-        with self._connect() as db:
+        with self._writing() as db:
             db[table].upsert(encode_row(table, row), pk=SCHEMA[table].pk)
 
     def get(self, table: str, pk: Any) -> dict[str, Any]:
@@ -100,7 +116,7 @@ class StoreBase:
                 raise KeyError(f"no row {pk!r} in {table}") from None
 
     def update(self, table: str, pk: Any, fields: dict[str, Any]) -> None:
-        with self._connect() as db:
+        with self._writing() as db:
             db[table].update(pk, encode_row(table, fields))
 
     def transition(self, table: str, pk: Any, column: str, old: Any, new: Any) -> bool:
@@ -117,7 +133,7 @@ class StoreBase:
         unknown = set(fields) - (set(spec.columns) - {spec.pk})
         if unknown:
             raise ValueError(f"{table} has no writable column(s): {', '.join(sorted(unknown))}")
-        with self._connect() as db:
+        with self._writing() as db:
             return db[table].insert(encode_row(table, fields)).last_pk
 
     def _rows(self, table: str, where: str | None = None, args: list | None = None, *, order_by: str | None = None,

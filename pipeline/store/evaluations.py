@@ -48,13 +48,13 @@ class EvaluationQueries(StoreBase):
 
     def replace_judgement(self, row: dict[str, Any]) -> None:
         """Record a judgement, replacing this judge's earlier one of the same sample, run and templates."""
-        with self._connect() as db:
+        with self._writing() as db:
             # INSERT OR REPLACE: the unique key (eval, item, k, run, judge, templates) drops the old row
             db["eval_judgements"].insert(encode_row("eval_judgements", {"created_at": utc_now(), **row}), replace=True)
 
     def replace_eval_metrics(self, eval_id: int, metrics: Iterable[str], rows: list[dict[str, Any]]) -> int:
         """The values of `metrics` for every sample, replacing earlier ones in one transaction; returns rows added."""
-        with self._connect() as db, db.atomic():
+        with self._writing() as db:
             for metric in metrics:
                 db["eval_metrics"].delete_where("eval_id = ? and metric = ?", [eval_id, metric])
             before = db.conn.total_changes

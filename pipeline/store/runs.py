@@ -46,7 +46,7 @@ class RunQueries(StoreBase):
 
     def drop_metrics_after(self, run_id: int, step: int) -> int:
         """Forget the metrics past `step` (a run resuming from its checkpoint there); returns how many."""
-        with self._connect() as db:
+        with self._writing() as db:
             before = db.conn.total_changes
             db["run_metrics"].delete_where("run_id = ? and step > ?", [run_id, step])
             return db.conn.total_changes - before

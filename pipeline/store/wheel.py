@@ -82,7 +82,7 @@ class WheelQueries(StoreBase):
     def record_verdict(self, verdict: dict[str, Any], owner: str, run_id: int, run: dict[str, Any]) -> None:
         """A pair's verdict, the counts and spend so far of the curation run that made it (its `stage_runs` row)
         and the release of its claim, in one transaction: a run killed at any moment leaves them in step."""
-        with self._connect() as db, db.atomic():
+        with self._writing() as db:
             db["verdicts"].upsert(encode_row("verdicts", verdict), pk="pair_id")
             db["stage_runs"].update(run_id, encode_row("stage_runs", run))
             db.conn.execute("delete from pair_claims where owner = ? and pair_id = ?", [owner, verdict["pair_id"]])
@@ -106,7 +106,7 @@ class WheelQueries(StoreBase):
 
     def add_grid_split(self, grid_id: int, panels: list[dict[str, Any]], pairs: list[tuple[int, int]]) -> int:
         """A grid's panels and its pairs (by panel index) in one transaction: all or nothing. Returns new pairs."""
-        with self._connect() as db, db.atomic():
+        with self._writing() as db:
             db["panels"].insert_all([encode_row("panels", {**panel, "grid_id": grid_id}) for panel in panels], ignore=True)
             ids = {row["idx"]: row["id"] for row in db["panels"].rows_where("grid_id = ?", [grid_id])}
             before = db.conn.total_changes
