@@ -180,13 +180,20 @@ def test_prompts_and_curation_through_real_clients(api, fake_api, tmp_path, offl
     assert len(verdicts) == pairs and all(v["same"] == 1 and v["caption_target"] == VERDICT["caption_target"] for v in verdicts)
 
 
-def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, offline_home, tmp_path):
+def fresh_curation(fake_api, offline_home, tmp_path) -> tuple:
+    """(home, store): a copy of the offline wheel whose verdicts are reset, so a VLM judge (the fake API,
+    answering "the same subject") curates every pair afresh."""
     home = tmp_path / "home"
     shutil.copytree(offline_home, home)
     store = Store(home)
-    for verdict in store.judged_pairs():  # start curation afresh with a VLM judge
+    for verdict in store.judged_pairs():
         store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
     fake_api.reply = lambda body: json.dumps(VERDICT)
+    return home, store
+
+
+def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, offline_home, tmp_path):
+    home, store = fresh_curation(fake_api, offline_home, tmp_path)
     fake_api.latency = 0.15
     judge = f"openai:judge@{fake_api.openai_base_url}"
     args = [sys.executable, "-m", "studio.cli", "wheel", "curate", "--judge", judge, "--concurrency", "2", "--home", str(home)]
@@ -216,12 +223,7 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(fake_api, o
 
 def test_two_curations_of_one_data_folder_judge_each_pair_once(fake_api, offline_home, tmp_path):
     """Two `dsd wheel curate` at once used to judge every pair twice (twice the paid calls)."""
-    home = tmp_path / "home"
-    shutil.copytree(offline_home, home)
-    store = Store(home)
-    for verdict in store.judged_pairs():  # start curation afresh with a VLM judge
-        store.put("verdicts", {"pair_id": verdict["pair_id"], "status": "failed", "error": "reset"})
-    fake_api.reply = lambda body: json.dumps(VERDICT)
+    home, store = fresh_curation(fake_api, offline_home, tmp_path)
     fake_api.latency = 0.1  # both curations are in flight together
     judge = f"openai:judge@{fake_api.openai_base_url}"
     args = [sys.executable, "-m", "studio.cli", "wheel", "curate", "--judge", judge, "--concurrency", "2", "--home", str(home)]
