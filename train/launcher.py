@@ -18,9 +18,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow.parquet as pq
-import torch
-
 from pipeline import jobs
 from pipeline.errors import UserInputError
 from pipeline.store import Store, utc_now
@@ -38,7 +35,10 @@ FSDP_FLAGS = ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_au
 
 def resolve_devices(config: TrainConfig, gpu_count: int | None = None) -> list[str]:
     """The devices a run holds: GPU ids, or ["cpu"]. Refuses what this machine cannot give."""
-    gpu_count = torch.cuda.device_count() if gpu_count is None else gpu_count
+    if gpu_count is None:
+        import torch  # here, not at the top: `dsd train status` and `stop` start without loading torch
+
+        gpu_count = torch.cuda.device_count()
     asked = config.devices.strip().lower()
     if asked == "cpu" or (not asked and gpu_count == 0):
         if config.strategy == "fsdp":
@@ -80,6 +80,8 @@ def check_config(config: TrainConfig) -> list[str]:
 
 
 def check_data(config: TrainConfig) -> None:
+    import pyarrow.parquet as pq
+
     try:
         columns = set(pq.read_schema(config.data).names)
     except Exception as error:  # noqa: BLE001 (any unreadable file is the same message)
@@ -90,6 +92,8 @@ def check_data(config: TrainConfig) -> None:
 
 def transformer_layer_names(folder: Path) -> set[str]:
     """The layer names of a transformer, from its config alone (no weights are read or allocated)."""
+    import torch
+
     from pipeline.generation.model import DSDTransformer2DModel
 
     with torch.device("meta"):
