@@ -3,12 +3,13 @@
 The method's code never picks a model by itself; the studio and the command line (the edge) fill in
 what a user left blank with these, and hand the result down: the teacher as the base of generation,
 training and grid drawing, the curated student as the DSD weights, the teacher's own grid size. What
-the miniature can draw is said here too: prompts in its world's words, and a notice for a reference
-that is not of its world.
+the miniature can draw is said here too: prompts in its world's words, and notices for a reference
+that is not of its world, a word it does not know and a size that is not its own.
 """
 
 import functools
 import json
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -91,14 +92,46 @@ def world_prompt(scene: str, light: str, warmth: str, change: str | None = None)
     return f"{subject}, {world.short_context(world.Context(scene=scene, light=light, warmth=warmth))}"
 
 
+SWITCH = ("run FLUX.1-dev with the DSD weights: Base model and DSD weights in the Model panel, or --base and --dsd "
+          "(DSD_BASE, DSD_WEIGHTS)")
 # A picture of the world comes back from the miniature's own VAE about as well as its training pictures
 # (median 1.0 times their error; at most 2.9 times over 600 random renders); the example and benchmark
 # photos come back 3.4 to 4.7 times worse.
 NOT_OF_THE_WORLD = 3.2
 NOTICE = ("this reference does not look like a creature of the embedded miniature's world (its own VAE cannot "
-          "reproduce it): the miniature draws only its 64 px creatures, so expect one of them. For photos, run "
-          "FLUX.1-dev with the DSD weights: Base model and DSD weights in the Model panel, or --base and --dsd "
-          "(DSD_BASE, DSD_WEIGHTS)")
+          f"reproduce it): the miniature draws only its 64 px creatures, so expect one of them. For photos, {SWITCH}")
+# The teacher's word-level tokenizer is built from the world's vocabulary: any other word is read as <unk>.
+KNOWN_WORDS = frozenset(world.VOCABULARY)
+WORDS_NAMED = 8
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of `prompt` the miniature does not know, once each, in order. Words are split as its
+    tokenizer splits them (lower case, runs of letters and digits); punctuation is never a word."""
+    return list(dict.fromkeys(word for word in re.findall(r"\w+", prompt.lower()) if word not in KNOWN_WORDS))
+
+
+def prompt_notice(prompt: str) -> str | None:
+    """A notice naming the prompt's words outside the miniature's world, else None."""
+    unknown = unknown_words(prompt)
+    if not unknown:
+        return None
+    named = ", ".join(f"'{word}'" for word in unknown[:WORDS_NAMED])
+    more = f" and {len(unknown) - WORDS_NAMED} more" if len(unknown) > WORDS_NAMED else ""
+    words, ask = ("words", "they ask") if len(unknown) > 1 else ("word", "it asks")
+    return (f"the embedded miniature does not know the {words} {named}{more}, and cannot draw what {ask} for: "
+            "it knows only its world's words (a creature's shape, colours, pattern, trim and accessory; "
+            f"a scene: {', '.join(world.SCENES)}; light from the left, right, above or front, warm, neutral or "
+            "cool), which 'Words the miniature knows' in the Generate tab writes for you. For any other prompt, "
+            f"{SWITCH}")
+
+
+def size_notice(size: tuple[int, int], own: tuple[int, int]) -> str | None:
+    """A notice when the size asked for is not the one the miniature learnt to draw (`own`), else None."""
+    if tuple(size) == tuple(own):
+        return None
+    return (f"the embedded miniature learnt to draw at {own[0]}x{own[1]} only: at {size[0]}x{size[1]} expect "
+            f"smeared or repeated creatures, not a larger picture. Use {own[0]}x{own[1]}; for other sizes, {SWITCH}")
 
 
 @functools.cache

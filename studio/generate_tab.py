@@ -20,7 +20,7 @@ from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.generation.weights import DTYPES, sampling_defaults
 from pipeline.store import Store
 from studio.forms import generation_request, model_spec
-from studio.resolve import reference_notices, resolve_model
+from studio.resolve import request_notices, resolve_model
 from studio.public import Visitors, uploaded_picture
 from studio.shared import selected_id, shown_as_gr_error
 from studio.views import HISTORY_HEADERS, gallery_items, generation_details, history_rows, timings_text
@@ -201,7 +201,7 @@ def run_weights_handler(store: Store):
 def run_generation(settings: Settings, generate_fn: Callable, form_values: tuple, progress) -> tuple:
     """The form's values -> a generation -> what the results panel shows (pictures, seeds, notices, timings)."""
     request = generation_request(*form_values)
-    notices = reference_notices(settings.model, request.image)
+    notices = request_notices(settings.model, request)
     progress(0, desc="loading the model")
     result = generate_fn(request, settings, notices=notices,
                          progress=lambda step, total: progress((step, total), desc="denoising"))

@@ -3,7 +3,9 @@
 The method (`pipeline/`, `train/`) takes ready objects and named folders. A user who names no model,
 teacher, judge or prompt writer gets the studio's defaults, chosen here: the embedded miniature, its
 teacher at its own grid size, and prompt templates that know the miniature's world. A `mini:FOLDER`
-judge is the miniature's attribute judge; any other spec is a provider's (`pipeline.providers`).
+judge is the miniature's attribute judge; any other spec is a provider's (`pipeline.providers`). What the
+miniature cannot draw as asked (a photo, a word or a size outside its world) is said here, as notices the
+generation carries.
 """
 
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 from mini import TEACHER
 from mini.embedded import GRID_SIZE, TEACHER_NAME, with_embedded
 from pipeline.errors import UserInputError
-from pipeline.generation.weights import ModelSpec
+from pipeline.generation.weights import ModelSpec, sampling_defaults
 
 MINI_JUDGE = "mini:"
 DEFAULT_BASE = str(TEACHER)  # what a run without a base fine-tunes, and the base of one recorded without
@@ -38,18 +40,29 @@ def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[
     return str(TEACHER), size or GRID_SIZE, TEACHER_NAME
 
 
-def reference_notices(spec: ModelSpec, image) -> list[str]:
-    """What to tell a user about a reference for the model `spec`: the miniature says when it is not of its world."""
-    from mini.embedded import is_miniature, reference_notice
-    from pipeline.images import load_image
+def request_notices(spec: ModelSpec, request) -> list[str]:
+    """What to tell a user about a `GenerateRequest` the model `spec` will not draw as asked. The miniature
+    says when the reference is not of its world, when the prompt has words it does not know, and when the size
+    is not its own; the generation still runs."""
+    from mini.embedded import is_miniature, prompt_notice, size_notice
 
     if not is_miniature(spec):
         return []
+    own = sampling_defaults(spec)
+    size = (request.width or own["width"], request.height or own["height"])  # blank: the model's own
+    notices = [_reference_notice(request.image), prompt_notice(request.prompt or ""),
+               size_notice(size, (own["width"], own["height"]))]
+    return [notice for notice in notices if notice]
+
+
+def _reference_notice(image) -> str | None:
+    from mini.embedded import reference_notice
+    from pipeline.images import load_image
+
     try:
-        notice = reference_notice(load_image(image))
+        return reference_notice(load_image(image))
     except UserInputError:
-        return []  # a picture that cannot be read: the generation refuses it with its own message
-    return [notice] if notice else []
+        return None  # a picture that cannot be read: the generation refuses it with its own message
 
 
 def resolve_captions(limit: int | None) -> tuple[str, list[str]]:

@@ -75,7 +75,7 @@ def run_model(home: Path, run_id: int, model):
 def run_generate(args) -> int:
     from pipeline.generation.generate import GenerateRequest, generate
     from pipeline.images import parse_size
-    from studio.resolve import reference_notices, resolve_model
+    from studio.resolve import request_notices, resolve_model
 
     if args.out.suffix.lower() != ".png":
         raise UserInputError(f"--out {args.out}: write a .png file (PNG keeps the generation parameters)")
@@ -89,7 +89,7 @@ def run_generate(args) -> int:
     settings = settings_from(args)
     model = resolve_model(settings.model)
     result = generate(request, replace(settings, model=model), out=args.out,
-                      notices=reference_notices(model, args.image))
+                      notices=request_notices(model, request))
     for notice in result.notices:
         print(f"note: {notice}", file=sys.stderr)
     for path, seed in zip(result.paths, result.seeds):

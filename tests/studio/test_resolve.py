@@ -1,4 +1,5 @@
-"""What the edge fills in: the embedded model, the default teacher, `mini:` judges, the default prompt writer."""
+"""What the edge fills in: the embedded model, the default teacher, `mini:` judges, the default prompt writer, and
+the notices for what the miniature cannot draw."""
 
 import json
 
@@ -6,9 +7,11 @@ import pytest
 
 from mini import GRID, STUDENT, TEACHER, world
 from pipeline.errors import UserInputError
+from pipeline.generation.generate import GenerateRequest
 from pipeline.generation.weights import ModelSpec, sampling_defaults
-from studio.resolve import (resolve_captions, resolve_config, resolve_judge, resolve_model, resolve_teacher,
-                            resolve_writer)
+from studio.resolve import (request_notices, resolve_captions, resolve_config, resolve_judge, resolve_model,
+                            resolve_teacher, resolve_writer)
+from tests.pictures import EXAMPLES
 from train.config import TrainConfig
 
 SUBJECT = world.Identity(shape="star", body="green", pattern="dots", accent="black", accessory="crown")
@@ -55,6 +58,25 @@ def test_a_blank_teacher_is_the_miniature_at_its_own_grid_size():
     assert resolve_teacher(None, None) == (str(TEACHER), (GRID, GRID), "embedded miniature teacher")
     assert resolve_teacher("models/flux1-dev", None) == ("models/flux1-dev", (1024, 1024), None)
     assert resolve_teacher(None, (288, 288))[1] == (288, 288)
+
+
+def request(image=EXAMPLES / "mini-star.png", prompt="a creature, at sea, lit from above, in cool light", size=None):
+    return GenerateRequest(image=str(image), prompt=prompt, width=size, height=size)
+
+
+def test_the_miniature_says_what_it_cannot_draw_and_still_draws():
+    embedded = resolve_model(ModelSpec())
+    assert request_notices(embedded, request()) == [] == request_notices(embedded, request(size=64))
+    words, = request_notices(embedded, request(prompt="a creature in a forest, lit from the left, in warm light"))
+    assert "'forest'" in words and "'lit'" not in words
+    size, = request_notices(embedded, request(size=128))
+    assert "64x64" in size and "128x128" in size
+    photo, words, size = request_notices(embedded, request(EXAMPLES / "cat.jpg", "a cat on a sofa", 512))
+    assert "does not look like a creature" in photo and "'cat', 'sofa'" in words and "512x512" in size
+    # A training run's weights on the miniature's base are the miniature too; FLUX draws all of it.
+    assert len(request_notices(resolve_model(ModelSpec(dsd="runs/3/weights")), request(size=128))) == 1
+    assert request_notices(ModelSpec(base="black-forest-labs/FLUX.1-dev"), request(EXAMPLES / "cat.jpg", "a cat",
+                                                                                     512)) == []
 
 
 def test_a_training_config_without_a_base_fine_tunes_the_embedded_base():

@@ -42,7 +42,10 @@ def test_generate_saves_pictures_with_metadata_and_a_history_row(client, studio)
     metadata = read_png_metadata(gallery[1]["image"])
     assert metadata["prompt"] == "a photo of the cat on a sofa"
     assert metadata["seed"] == 42 and (metadata["width"], metadata["height"], metadata["steps"]) == (128, 128, 4)
-    assert timings.startswith("total ") and notices == ""
+    assert timings.startswith("total ")
+    assert [line.split(":")[0] for line in notices.splitlines()] == [  # words and a size the miniature cannot draw
+        "the embedded miniature does not know the words 'photo', 'cat', 'sofa', and cannot draw what they ask for",
+        "the embedded miniature learnt to draw at 64x64 only"]
     saved = sorted((studio.home / "outputs").rglob("*.png"))
     assert saved and all(path.stat().st_size > 0 for path in saved)
 
@@ -60,6 +63,16 @@ def test_the_miniature_says_when_a_reference_is_not_of_its_world(client):
     assert generate(client, reference=STAR, prompt="a creature, at sea, lit from above, in cool light")[2] == ""
     table = client.predict(search="a photo of the cat on a sofa", api_name="/history")
     assert table["data"]  # the generation with the notice is in the history like any other
+
+
+def test_the_miniature_names_the_words_and_the_size_it_cannot_draw_and_still_draws(client):
+    gallery, _, notices, _ = generate(client, reference=STAR, prompt="a creature in a forest, lit from the left!",
+                                      size="128x128")
+    words, size = notices.splitlines()
+    assert "does not know the word 'forest'" in words and "'lit'" not in words and "'left'" not in words
+    assert "at 128x128 expect smeared or repeated creatures" in size and "Use 64x64" in size
+    assert "FLUX.1-dev" in words and "FLUX.1-dev" in size and "--base" in size  # how to switch
+    assert len(gallery) == 1
 
 
 def test_the_prompt_helper_writes_in_the_miniatures_words(client):
