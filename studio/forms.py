@@ -27,6 +27,7 @@ from studio.job_settings import (
     SampleStage,
     StageSettings,
 )
+from studio.resolve import MINI_JUDGE, resolve_judge
 
 RUNNABLE_STAGES = ("captions", "prompts", "grids", "pairs", "curate")  # the wheel stages the tab starts
 
@@ -140,10 +141,22 @@ def caption_file(value) -> str | None:
     return str(source.resolve())
 
 
+def judge_spec(value) -> str | None:
+    """A wheel judge, once `resolve_judge` (what `dsd wheel curate` runs) builds it: the tab accepts exactly the
+    specs the command line accepts, and refuses a missing key or judge folder before a job starts. A `mini:`
+    folder is made absolute; blank is None, the default judge."""
+    spec = text(value)
+    resolve_judge(spec)
+    if spec and spec.startswith(MINI_JUDGE):
+        return MINI_JUDGE + str(Path(spec.removeprefix(MINI_JUDGE).strip()).expanduser().resolve())
+    return spec
+
+
 def wheel_stage(stage, limit=None, source="", writer="", layout="2x2", teacher="", per_prompt=1, size="",
-                steps=28, judge="", concurrency=4) -> StageSettings:
-    """The Run form as the settings of its stage; only the stage's own fields are read. Blank provider or
-    teacher fields mean the offline embedded default."""
+                steps=None, judge="", concurrency=4) -> StageSettings:
+    """The Run form as the settings of its stage; only the stage's own fields are read. Blank provider,
+    teacher or judge fields mean the embedded default (the miniature's teacher and judge, offline templates),
+    blank steps the teacher's own."""
     if stage not in RUNNABLE_STAGES:
         raise UserInputError(f"unknown stage {stage!r}: use one of {', '.join(RUNNABLE_STAGES)}")
     limit = None if limit in (None, "") else whole_number("limit", limit)
@@ -153,11 +166,11 @@ def wheel_stage(stage, limit=None, source="", writer="", layout="2x2", teacher="
         return PromptsStage(writer=provider_spec(writer), layout=str(Layout.parse(layout or "2x2")), limit=limit)
     if stage == "grids":
         return GridsStage(teacher=text(teacher), per_prompt=whole_number("grids per prompt", per_prompt),
-                          steps=whole_number("steps", steps),
+                          steps=None if steps in (None, "") else whole_number("steps", steps),
                           size="{}x{}".format(*parse_size(text(size))) if text(size) else None, limit=limit)
     if stage == "pairs":
         return PairsStage(limit=limit)
-    return CurateStage(judge=provider_spec(judge), concurrency=whole_number("concurrency", concurrency), limit=limit)
+    return CurateStage(judge=judge_spec(judge), concurrency=whole_number("concurrency", concurrency), limit=limit)
 
 
 # the Evaluate tab

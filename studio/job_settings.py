@@ -133,7 +133,8 @@ class GridsStage(StageSettings):
     per_prompt: int = option("--per-prompt", default=1, type=int,
                              help="grids per prompt, each at its own recorded seed")
     size: str | None = option("--size", help="grid size W[xH] (default 1024, 144 for the embedded miniature)")
-    steps: int = option("--steps", default=28, type=int)
+    steps: int | None = option("--steps", type=int, help="denoising steps (default: the teacher's own, from its "
+                               "sampling.json; FLUX's 28 without one)")
     guidance: float = option("--guidance", default=3.5, type=float)
     limit: int | None = option("--limit", type=int)
 
@@ -147,8 +148,9 @@ class PairsStage(StageSettings):
 @dataclass(frozen=True)
 class CurateStage(StageSettings):
     COMMAND, HELP = ("wheel", "curate"), "a VLM judges and captions every pair"
-    judge: str | None = option("--judge", help=f"VLM: {PROVIDER_HELP}; offline is an image-similarity stand-in; "
-                               "mini:FOLDER is the miniature's attribute judge")
+    judge: str | None = option("--judge", help="default: the embedded miniature's attribute judge (its teacher draws "
+                               "the default grids); mini:FOLDER another miniature judge; offline an image-similarity "
+                               "stand-in, not a VLM; a VLM: openai:MODEL[@BASE_URL] or gemini:MODEL")
     concurrency: int = option("--concurrency", default=4, type=int)
     limit: int | None = option("--limit", type=int)
     usd_per_mtok: tuple[float, float] | None = option("--usd-per-mtok", type=float, nargs=2,

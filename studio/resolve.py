@@ -2,20 +2,21 @@
 
 The method (`pipeline/`, `train/`) takes ready objects and named folders. A user who names no model,
 teacher, judge or prompt writer gets the studio's defaults, chosen here: the embedded miniature, its
-teacher at its own grid size, and prompt templates that know the miniature's world. A `mini:FOLDER`
-judge is the miniature's attribute judge; any other spec is a provider's (`pipeline.providers`). What the
-miniature cannot draw as asked (a photo, a word or a size outside its world) is said here, as notices the
-generation carries.
+teacher at its own grid size and steps, prompt templates that know the miniature's world, and the
+miniature's attribute judge. A `mini:FOLDER` judge is a miniature's attribute judge; any other spec is a
+provider's (`pipeline.providers`). What the miniature cannot draw as asked (a photo, a word or a size outside
+its world) is said here, as notices the generation carries.
 """
 
 from pathlib import Path
 
-from mini import TEACHER
+from mini import JUDGE, TEACHER
 from mini.embedded import GRID_SIZE, TEACHER_NAME, with_embedded
 from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec, sampling_defaults
 
 MINI_JUDGE = "mini:"
+DEFAULT_JUDGE = f"{MINI_JUDGE}{JUDGE}"  # the wheel's default teacher draws the miniature's world: its own judge
 DEFAULT_BASE = str(TEACHER)  # what a run without a base fine-tunes, and the base of one recorded without
 FLUX_GRID = (1024, 1024)
 WORLD_CAPTIONS, WORLD_CAPTION_COUNT = "miniature world", 500
@@ -38,6 +39,12 @@ def resolve_teacher(teacher: str | None, size: tuple[int, int] | None) -> tuple[
     if teacher:
         return teacher, size or FLUX_GRID, None
     return str(TEACHER), size or GRID_SIZE, TEACHER_NAME
+
+
+def teacher_steps(teacher: str | None) -> int:
+    """The denoising steps a teacher is made for (its folder's `sampling.json`, else FLUX's 28); blank is the
+    embedded miniature's teacher."""
+    return sampling_defaults(ModelSpec(base=teacher or str(TEACHER)))["steps"]
 
 
 def request_notices(spec: ModelSpec, request) -> list[str]:
@@ -74,13 +81,21 @@ def resolve_captions(limit: int | None) -> tuple[str, list[str]]:
 
 
 def resolve_judge(spec: str | None):
-    """The curator of `--judge`: the offline stand-in (None), the miniature's judge, or a VLM."""
+    """The curator of `--judge` (and of the Data wheel tab's Judge field, which is checked with this): blank is
+    the embedded miniature's attribute judge, `mini:FOLDER` another miniature judge, `offline` the image-similarity
+    stand-in, and a provider spec a VLM. A spec that names no judge, a missing key or a folder without a judge
+    is one clear error."""
+    from pipeline.providers import SPEC_FORMS
     from pipeline.wheel.curation import make_curator
 
-    if spec and spec.startswith(MINI_JUDGE):
+    spec = (spec or "").strip() or DEFAULT_JUDGE
+    if spec.startswith(MINI_JUDGE):
         from mini.judge import AttributeCurator
 
-        return AttributeCurator.from_pretrained(Path(spec.removeprefix(MINI_JUDGE).strip()))
+        return AttributeCurator.from_pretrained(Path(spec.removeprefix(MINI_JUDGE).strip()).expanduser())
+    if spec.partition(":")[0] not in {form.partition(":")[0] for form in SPEC_FORMS}:
+        forms = ", ".join(("blank (the embedded miniature's judge)", f"{MINI_JUDGE}FOLDER", *SPEC_FORMS))
+        raise UserInputError(f"unknown judge {spec!r}: use {forms}")
     return make_curator(spec)
 
 

@@ -3,7 +3,7 @@
 Layout and event wiring only. A stage runs as `dsd wheel STAGE` in a job process of its own, started
 from its settings (`studio.forms.wheel_stage`, `studio.shared.start_stage`), so it survives page reloads;
 the tab shows what `studio.views` reads from the store, on a timer. API names: `wheel_start`, `wheel_stop`, `wheel_jobs`, `wheel_pairs`,
-`wheel_review`, `wheel_export`.
+`wheel_review`, `wheel_export`, `wheel_teacher_steps`.
 Keyboard, while no text box has the focus: a accept, r reject, f flag, j / right next, k / left previous.
 """
 
@@ -19,7 +19,8 @@ from pipeline.store import REVIEW_FILTERS, VERDICT_FILTERS, Store
 from pipeline.wheel.dataset import CAPTION_STYLES, export_pairs
 from pipeline.wheel.grids import LAYOUTS
 from pipeline.wheel.stages import review_pair, review_queue, wheel_stats
-from studio.forms import RUNNABLE_STAGES, wheel_stage
+from studio.forms import RUNNABLE_STAGES, text, wheel_stage
+from studio.resolve import teacher_steps
 from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
 from studio.views import JOB_HEADERS, PAIR_HEADERS, job_log, job_rows, pair_rows, pair_view
 
@@ -66,12 +67,16 @@ def run_form() -> SimpleNamespace:
         f.writer = gr.Textbox("", label="Prompt writer", placeholder="blank: offline templates; openai:MODEL[@URL] or gemini:MODEL")
         f.layout = gr.Dropdown(list(LAYOUTS), value="2x2", allow_custom_value=True, label="Layout")
     with gr.Group(visible=False) as f.grids, gr.Row():
-        f.teacher = gr.Textbox("", label="Teacher", placeholder="blank: the embedded model; a FLUX folder or hub id")
+        f.teacher = gr.Textbox("", label="Teacher", placeholder="blank: the embedded model; a FLUX folder or hub id",
+                               elem_id="wheel-teacher")
         f.per_prompt = gr.Number(1, label="Grids per prompt", precision=0)
         f.size = gr.Textbox("", label="Size", placeholder="blank: 1024 (144 embedded); W or WxH")
-        f.steps = gr.Number(28, label="Steps", precision=0)
+        f.steps = gr.Number(teacher_steps(None), label="Steps", info="follows the teacher; blank: its own", precision=0,
+                            elem_id="wheel-steps")
     with gr.Group(visible=False) as f.curate, gr.Row():
-        f.judge = gr.Textbox("", label="Judge", placeholder="blank: offline similarity stand-in; openai:MODEL or gemini:MODEL")
+        f.judge = gr.Textbox("", label="Judge", elem_id="wheel-judge",
+                             placeholder="blank: the embedded miniature's attribute judge; mini:FOLDER; offline: an "
+                             "image-similarity stand-in, not a VLM; openai:MODEL[@URL] or gemini:MODEL")
         f.concurrency = gr.Number(4, label="Concurrency", precision=0)
     return f
 
@@ -149,11 +154,19 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     groups = [f.captions, f.prompts, f.grids, f.curate]
     f.stage.change(lambda stage: [gr.Group(visible=group is getattr(f, stage)) for group in groups],
                    f.stage, groups, queue=False, api_visibility="private")
+
+    def wheel_teacher_steps(teacher=""):
+        """The steps the teacher is made for (its sampling.json, else FLUX's 28; blank: the embedded teacher)."""
+        with shown_as_gr_error("reading the teacher's steps"):
+            return teacher_steps(text(teacher))
+
+    f.teacher.change(wheel_teacher_steps, f.teacher, f.steps, queue=False, api_name="wheel_teacher_steps",
+                     trigger_mode="always_last")
     inputs = [f.stage, f.limit, f.source, f.writer, f.layout, f.teacher, f.per_prompt, f.size, f.steps,
               f.judge, f.concurrency]
 
     def wheel_start(stage="captions", limit=None, source="", writer="", layout="2x2", teacher="", per_prompt=1,
-                    size="", steps=28, judge="", concurrency=4):
+                    size="", steps=None, judge="", concurrency=4):
         """Start a wheel stage as a background job; returns its job id and a message."""
         with shown_as_gr_error("starting the stage"):
             return start_stage(store, wheel_stage(stage, limit, source, writer, layout, teacher, per_prompt, size,

@@ -45,7 +45,7 @@ def run_stage(store, stage: StageSettings, reporter):
     from pipeline.images import parse_size
     from pipeline.wheel import dataset
     from pipeline.wheel import stages as wheel
-    from studio.resolve import resolve_captions, resolve_judge, resolve_teacher, resolve_writer
+    from studio.resolve import resolve_captions, resolve_judge, resolve_teacher, resolve_writer, teacher_steps
 
     match stage:
         case CaptionsStage():
@@ -56,7 +56,8 @@ def run_stage(store, stage: StageSettings, reporter):
                                      reporter)
         case GridsStage():
             teacher, size, name = resolve_teacher(stage.teacher, parse_size(stage.size) if stage.size else None)
-            return wheel.run_grids(store, teacher, stage.per_prompt, size, stage.steps, stage.guidance, stage.limit,
+            steps = teacher_steps(stage.teacher) if stage.steps is None else stage.steps
+            return wheel.run_grids(store, teacher, stage.per_prompt, size, steps, stage.guidance, stage.limit,
                                    reporter, name)
         case PairsStage():
             return wheel.run_pairs(store, stage.limit, reporter)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from mini import JUDGE
 from pipeline.errors import UserInputError
 from pipeline.generation.weights import ModelSpec
 from studio.forms import (
@@ -33,6 +34,16 @@ def test_the_wheel_form_starts_the_stage_it_shows(tmp_path):
     assert wheel_stage("captions", limit="") == CaptionsStage()
     assert wheel_stage("prompts", layout="") == PromptsStage(layout="2x2")
     assert wheel_stage("curate", judge="offline", concurrency=2) == CurateStage(judge="offline", concurrency=2)
+    assert wheel_stage("grids", steps="").shell_line() == "dsd wheel grids --per-prompt 1 --guidance 3.5"  # its own
+
+
+def test_the_wheel_form_takes_the_judges_the_command_line_takes(monkeypatch):
+    """`mini:FOLDER` was an unknown provider in the tab while `dsd wheel curate --judge` took it."""
+    monkeypatch.chdir(JUDGE.parents[2])
+    assert wheel_stage("curate", judge=" mini:assets/mini/judge ").judge == f"mini:{JUDGE}"  # made absolute
+    assert wheel_stage("curate", judge="").judge is None  # the default: the same judge
+    with pytest.raises(UserInputError, match="no miniature judge in '/nowhere'"):
+        wheel_stage("curate", judge="mini:/nowhere")
 
 
 # More bad fields, sent through the studio's API, are in test_wheel_tab.py.
@@ -44,6 +55,8 @@ BAD_WHEEL_FIELDS = [
     pytest.param({"stage": "curate", "judge": "openai:gpt-4o"}, "set the environment variable OPENAI_API_KEY",
                  id="judge without its key"),
     pytest.param({"stage": "prompts", "writer": "claude:opus"}, "unknown provider 'claude:opus'", id="unknown writer"),
+    pytest.param({"stage": "curate", "judge": "claude:opus"}, "unknown judge 'claude:opus': use blank",
+                 id="unknown judge"),
 ]
 
 

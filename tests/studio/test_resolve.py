@@ -1,7 +1,8 @@
-"""What the edge fills in: the embedded model, the default teacher, `mini:` judges, the default prompt writer, and
-the notices for what the miniature cannot draw."""
+"""What the edge fills in: the embedded model, the default teacher and its steps, the default and `mini:` judges,
+the default prompt writer, and the notices for what the miniature cannot draw."""
 
 import json
+import shutil
 
 import pytest
 
@@ -10,7 +11,7 @@ from pipeline.errors import UserInputError
 from pipeline.generation.generate import GenerateRequest
 from pipeline.generation.weights import ModelSpec, sampling_defaults
 from studio.resolve import (request_notices, resolve_captions, resolve_config, resolve_judge, resolve_model,
-                            resolve_teacher, resolve_writer)
+                            resolve_teacher, resolve_writer, teacher_steps)
 from tests.pictures import EXAMPLES
 from train.config import TrainConfig
 
@@ -31,6 +32,14 @@ def test_the_wheel_curates_with_the_miniature_judge_spec(tmp_path):
     config.write_text(config.read_text().replace('"stem": 16', '"stem": 24'))
     with pytest.raises(UserInputError, match="cannot load the miniature judge"):
         resolve_judge(f"mini:{tmp_path / 'other'}")
+
+
+def test_the_default_judge_is_the_shipped_miniature_judge_and_the_stand_in_is_asked_for_by_name():
+    assert resolve_judge(None).name.startswith("mini-judge:") and resolve_judge("  ").name.startswith("mini-judge:")
+    assert "stand-in" in resolve_judge("offline").name
+    with pytest.raises(UserInputError) as refused:
+        resolve_judge("claude:opus")
+    assert "unknown judge 'claude:opus'" in str(refused.value) and "mini:FOLDER" in str(refused.value)
 
 
 def test_a_judge_saved_under_its_former_class_name_still_loads(tmp_path):
@@ -58,6 +67,14 @@ def test_a_blank_teacher_is_the_miniature_at_its_own_grid_size():
     assert resolve_teacher(None, None) == (str(TEACHER), (GRID, GRID), "embedded miniature teacher")
     assert resolve_teacher("models/flux1-dev", None) == ("models/flux1-dev", (1024, 1024), None)
     assert resolve_teacher(None, (288, 288))[1] == (288, 288)
+
+
+def test_grids_are_drawn_at_the_teachers_own_steps(tmp_path):
+    assert teacher_steps(None) == sampling_defaults(resolve_model(ModelSpec()))["steps"] == 20  # the miniature's
+    assert teacher_steps("black-forest-labs/FLUX.1-dev") == 28  # a Hub id: FLUX's, without the network
+    shutil.copytree(TEACHER, tmp_path / "teacher")
+    (tmp_path / "teacher" / "sampling.json").write_text('{"width": 64, "height": 64, "steps": 12}')
+    assert teacher_steps(str(tmp_path / "teacher")) == 12
 
 
 def request(image=EXAMPLES / "mini-star.png", prompt="a creature, at sea, lit from above, in cool light", size=None):

@@ -6,8 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 from gradio_client import Client
 
+from mini import JUDGE
 from pipeline.store import Store
-from tests.studio.conftest import CURATED
+from pipeline.wheel import stages as wheel
+from studio.resolve import resolve_captions, resolve_teacher, resolve_writer
+from tests.studio.conftest import CURATED, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,38 @@ def test_a_stage_runs_as_a_background_job_and_reports_through_the_jobs_table(sta
     assert row[1:3] == ["captions", "done"], row
     assert "captions: 2 added" in log
     assert stats["captions"] == 2 and Store(tmp_path).wheel_counts()["captions"] == 2
+
+
+def test_curation_defaults_to_the_miniatures_judge_takes_mini_judges_and_ends_on_its_final_counts(
+        start_studio, tmp_path, monkeypatch):
+    """The tab called `mini:FOLDER` an unknown provider (the command line took it), curated by default with a
+    stand-in that accepts any two similar pictures, and showed a finished job's progress as it last saw it."""
+    store = Store(tmp_path)
+    wheel.run_captions(store, limit=2, default=resolve_captions(2))
+    wheel.run_prompts(store, resolve_writer(None))
+    teacher, size, name = resolve_teacher(None, None)
+    wheel.run_grids(store, teacher, size=size, steps=2, teacher_name=name)
+    wheel.run_pairs(store)
+    pairs = store.wheel_counts()["pairs"]
+    monkeypatch.chdir(ROOT)
+    with start_studio(tmp_path) as studio:
+        client = Client(studio.url, verbose=False)
+        job_id, message = client.predict(stage="curate", judge="", api_name="/wheel_start")
+        row, log, _ = wait_for_job(client, job_id)
+        again, named = client.predict(stage="curate", judge="mini:assets/mini/judge", api_name="/wheel_start")
+        second, *_ = wait_for_job(client, again)
+
+    assert "--judge" not in message and row[2:4] == ["done", f"{pairs}/{pairs}"], (row, log)
+    assert {verdict["judge"].split(":")[0] for verdict in store.judged_pairs()} == {"mini-judge"}
+    assert f"--judge mini:{JUDGE}" in named and second[2] == "done"  # nothing left to judge
+
+
+def test_the_grid_steps_follow_the_teacher(client, tmp_path):
+    assert client.predict(teacher="", api_name="/wheel_teacher_steps") == 20  # the embedded teacher's own
+    assert client.predict(teacher="black-forest-labs/FLUX.1-dev", api_name="/wheel_teacher_steps") == 28
+    (tmp_path / "sampling.json").write_text("{not json")
+    with pytest.raises(Exception, match="sampling.json is not valid JSON of numbers: fix or delete it"):
+        client.predict(teacher=str(tmp_path), api_name="/wheel_teacher_steps")
 
 
 def test_the_filters_count_what_the_judge_said(client, wheel_studio):

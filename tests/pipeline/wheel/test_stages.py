@@ -65,8 +65,8 @@ def test_every_stage_runs_offline_and_exports(offline_home, tmp_path):
     table = pq.read_table(out)
     assert table.column_names == ["image", "conditioning", "caption"]
     assert table.num_rows == len(Store(offline_home).accepted_pairs())
-    verdict = Store(offline_home).judged_pairs()[0]
-    assert "stand-in" in verdict["judge"], "the offline curator is labelled in every verdict"
+    judges = {verdict["judge"].split(":")[0] for verdict in Store(offline_home).judged_pairs()}
+    assert judges == {"mini-judge"}, "by default the miniature's grids are curated by its own judge"
 
 
 def test_a_rerun_of_every_stage_adds_nothing(offline_home):
@@ -246,6 +246,7 @@ def test_two_curations_of_one_data_folder_judge_each_pair_once(fake_api, offline
     ("captions", ["--from", "{tmp}/broken.parquet"], "parquet"),
     ("grids", ["--teacher", "{tmp}/no-model"], "neither a folder nor"),
     ("grids", ["--teacher", "{tmp}"], "cannot load the teacher"),
+    ("curate", ["--judge", "claude:opus"], "unknown judge 'claude:opus'"),
     ("prompts", ["--writer", "openai:gpt-4o-mini"], "OPENAI_API_KEY"),
     ("prompts", ["--layout", "4x4"], "4x4"),
 ])
