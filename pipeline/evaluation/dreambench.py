@@ -13,9 +13,15 @@ The prompt's index says its kind: 0-3 photorealistic, 4-6 style change, 7-8 imag
 Ids are paths, never split on '-' (subject names like "spider-man" hold hyphens):
 a subject id is the image path under `images/` without its suffix (`live_subject/animal/03`),
 an item id is the subject id, '#', and the prompt index (`live_subject/animal/03#4`).
+
+A benchmark of other subjects names its own categories, in order, in `benchmark.json`
+(`{"categories": ["identity", "relight", "instruct"]}`): each is a folder under `images/` and `captions/`
+in the same layout, and its prompts' kind is the category's name (DreamBench++'s prompt kinds are its
+own). The miniature's world benchmark is one (`mini.benchmark`).
 """
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +39,7 @@ CATEGORIES = tuple(CATEGORY_FOLDERS)
 PROMPT_KINDS = ("photorealistic",) * 4 + ("style change",) * 3 + ("imaginative",) * 2
 KINDS = ("photorealistic", "style change", "imaginative")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MANIFEST = "benchmark.json"
 LAYOUT = (
     "expected DreamBench++'s layout: images/live_subject/{animal,human}/NN.jpg and "
     "images/{object,style}/NN.jpg, each with captions/<same path>/NN.txt holding the subject name "
@@ -75,8 +82,10 @@ class Benchmark:
     fingerprint: str
 
     def items(self) -> list[Item]:
+        """Every prompt of every subject, in the benchmark's order (its categories', then file names')."""
         return [
-            Item(subject.id, subject.category, subject.name, subject.reference, index, prompt, PROMPT_KINDS[index])
+            Item(subject.id, subject.category, subject.name, subject.reference, index, prompt,
+                 PROMPT_KINDS[index] if subject.category in CATEGORY_FOLDERS else subject.category)
             for subject in self.subjects
             for index, prompt in enumerate(subject.prompts)
         ]
@@ -107,13 +116,31 @@ def _fingerprint(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _categories(folder: Path) -> tuple[dict[str, str], list[Path]]:
+    """Category name -> folder under images/: DreamBench++'s four, or those `benchmark.json` lists (and the
+    manifest's path, for the fingerprint)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return CATEGORY_FOLDERS, []
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))["categories"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(name, str) and name.strip() and "/" not in name
+                                                      and name not in (".", "..") for name in names)):
+        raise UserInputError(f"benchmark folder {folder}: {MANIFEST} must be JSON like "
+                             '{"categories": ["identity", "relight"]}, naming folders under images/ and captions/')
+    return {name: name for name in names}, [path]
+
+
 def load_benchmark(folder: str | Path) -> Benchmark:
     """Read a folder in DreamBench++'s layout; raises UserInputError naming what is wrong."""
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise UserInputError(f"benchmark folder {folder} does not exist; {LAYOUT}")
-    subjects, files = [], []
-    for category, sub in CATEGORY_FOLDERS.items():
+    categories, files = _categories(folder)
+    subjects = []
+    for category, sub in categories.items():
         images = sorted(
             path for path in (folder / "images" / sub).glob("*")
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES

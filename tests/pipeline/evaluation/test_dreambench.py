@@ -112,3 +112,30 @@ def test_caption_with_too_many_prompts_is_refused(dreambench):
 def test_empty_or_missing_folder_is_refused(tmp_path):
     assert "has no reference images" in one_line_error(tmp_path)
     assert "does not exist" in one_line_error(tmp_path / "nowhere")
+
+
+def test_a_benchmark_of_other_subjects_names_its_categories_in_order(tmp_path):
+    """`benchmark.json` lists the category folders; items follow that order (an evaluation's seeds are their
+    places), and a prompt's kind is its category's name."""
+    root = tmp_path / "world"
+    add_subject(root, "relight/01", "blue star", ["lit from the left"])
+    add_subject(root, "identity/00", "red circle", ["at sea"])
+    add_subject(root, "relight/02", "green square", ["lit from above"])
+    (root / "benchmark.json").write_text('{"categories": ["identity", "relight"]}')
+    benchmark = load_benchmark(root)
+    assert [(item.id, item.category, item.kind) for item in benchmark.items()] == [
+        ("identity/00#0", "identity", "identity"), ("relight/01#0", "relight", "relight"),
+        ("relight/02#0", "relight", "relight")]
+    first = benchmark.fingerprint
+    (root / "benchmark.json").write_text('{"categories": ["relight", "identity"]}')
+    assert [s.id for s in load_benchmark(root).subjects] == ["relight/01", "relight/02", "identity/00"]
+    assert load_benchmark(root).fingerprint != first  # the order is part of the benchmark
+
+
+@pytest.mark.parametrize("manifest", ['{"categories": []}', '["identity"]', "not json", '{"categories": ["../up"]}'])
+def test_a_bad_category_list_is_one_line(tmp_path, manifest):
+    add_subject(tmp_path, "identity/00", "red circle", ["at sea"])
+    (tmp_path / "benchmark.json").write_text(manifest)
+    with pytest.raises(UserInputError) as caught:
+        load_benchmark(tmp_path)
+    assert "benchmark.json must be JSON like" in str(caught.value) and "\n" not in str(caught.value)
