@@ -17,7 +17,16 @@ from pipeline.jobs import reconcile
 from pipeline.store import Store
 from studio.forms import judge_stage, metrics_stage, sample_stage
 from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
-from studio.views import FIGURE_HEADERS, JOB_HEADERS, SCORE_HEADERS, job_log, job_rows, results_view, sample_view
+from studio.views import (
+    FIGURE_HEADERS,
+    JOB_HEADERS,
+    SCORE_HEADERS,
+    job_log,
+    job_rows,
+    opening_hint,
+    results_view,
+    sample_view,
+)
 
 # layout
 
@@ -160,18 +169,19 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
 
 
 def wire_results(store: Store, p: SimpleNamespace, s: SimpleNamespace, timer: gr.Timer) -> None:
-    known = gr.State([])
+    known = gr.State(None)  # None: the first refresh always shows (an empty list is news too)
 
     def eval_names() -> list[str]:
         """The evaluations' names, newest first."""
         with shown_as_gr_error("reading the evaluations"):
             return store.eval_names()
 
-    def refresh_pickers(shown):
+    def refresh_pickers(shown, picked):
         names = eval_names()
         if names == shown:
-            return gr.skip(), gr.skip(), gr.skip()
-        return names, gr.Dropdown(choices=names), gr.Dropdown(choices=names)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        hint = gr.skip() if picked else opening_hint(store)  # nothing picked: what to do first
+        return names, gr.Dropdown(choices=names), gr.Dropdown(choices=names), hint
 
     def eval_results(name):
         """An evaluation's figures (CP, PF, CP·PF mean and std; de-biased CP; metrics), its provenance
@@ -188,8 +198,9 @@ def wire_results(store: Store, p: SimpleNamespace, s: SimpleNamespace, timer: gr
         index, reference, output, caption, scores = show_sample(name, index)
         return {"index": index, "reference": reference, "output": output, "caption": caption, "scores": scores}
 
-    gr.on(None, refresh_pickers, known, [known, p.a.pick, p.b.pick], api_visibility="private")
-    timer.tick(refresh_pickers, known, [known, p.a.pick, p.b.pick], api_visibility="private", show_progress="hidden")
+    pickers = [known, p.a.pick, p.b.pick, p.a.provenance]
+    gr.on(None, refresh_pickers, [known, p.a.pick], pickers, api_visibility="private")
+    timer.tick(refresh_pickers, [known, p.a.pick], pickers, api_visibility="private", show_progress="hidden")
     gr.api(eval_names, api_name="eval_names")
     a_view = [p.a.figures, p.a.provenance, p.table, p.a.chart]
     b_view = [p.b.figures, p.b.provenance, gr.State(""), p.b.chart]

@@ -27,6 +27,7 @@ DETAIL_FIELDS = ("id", "created_at", "status", "error", "mode", "prompt", "promp
 FIGURE_HEADERS = ["figure", "mean", "std"]
 SCORE_HEADERS = ["run", "judge", "CP", "PF", "CP reasoning", "PF reasoning"]
 NO_JUDGEMENTS = "has no judgements yet: run **Judge** first (after **Sample**)."
+NO_EVALUATIONS = "No evaluations yet: run **Sample**, then **Judge**, in **Run**; the figures show here."
 RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
 LOSSES = ("loss", "loss_reference", "loss_target")
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
@@ -257,11 +258,16 @@ def provenance_text(result: dict) -> str:
             f"benchmark {prov['benchmark']}")
 
 
+def opening_hint(store: Store) -> str:
+    """What the Results view says before an evaluation is picked: how to make one, or to pick one."""
+    return "Pick an evaluation." if store.eval_names() else NO_EVALUATIONS
+
+
 def results_view(store: Store, name) -> tuple:
     """(figures, provenance line, Table 1 markdown, CP by category) of an evaluation, or a message instead."""
     empty = [], "", "", pd.DataFrame(columns=["category", "cp"])
     if not (name or "").strip():
-        return [], "Pick an evaluation.", *empty[2:]
+        return [], opening_hint(store), *empty[2:]
     found = evaluation.get_eval(store, name)
     if not store.count_judgements(found["id"]):
         samples = store.count_eval_samples(found["id"])

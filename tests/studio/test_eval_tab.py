@@ -98,6 +98,7 @@ def test_pick_an_evaluation_and_see_its_figures_and_chart(browser, start_studio,
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(studio.url)
         page.get_by_role("tab", name="Evaluate").click()
+        expect(page.locator("#eval-provenance")).to_contain_text("Pick an evaluation.")
         for pick, name in (("#eval-pick", "judged"), ("#eval-pick-b", "unjudged")):
             page.locator(f"{pick} input").click()
             page.locator("ul[role=listbox] li[role=option]", has_text=name).filter(
@@ -116,4 +117,18 @@ def test_pick_an_evaluation_and_see_its_figures_and_chart(browser, start_studio,
         expect(page.locator("#eval-caption")).to_contain_text("1 of 8")
         expect(page.locator("#eval-scores")).to_contain_text("Same subject")
         expect(page.locator("#eval-output img")).to_be_visible()
+        page.close()
+
+
+def test_the_results_view_opens_with_what_to_do_first(browser, start_studio, tmp_path):
+    from playwright.sync_api import expect
+
+    with start_studio(tmp_path) as studio:
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(studio.url)
+        page.get_by_role("tab", name="Evaluate").click()
+        expect(page.locator("#eval-provenance")).to_contain_text("No evaluations yet: run Sample, then Judge, in Run")
+        evaluation.create_eval(Store(tmp_path), "made-elsewhere", size=64, steps=1)  # the timer notices it
+        expect(page.locator("#eval-provenance")).to_contain_text("Pick an evaluation.")
         page.close()

@@ -76,8 +76,9 @@ def test_a_pair_view_says_when_nothing_matches_or_the_judge_failed(store, tmp_pa
 
 
 def test_an_evaluation_without_judgements_says_what_to_run_next(store):
-    assert views.results_view(store, "")[1] == "Pick an evaluation."
+    assert views.results_view(store, "")[1] == views.NO_EVALUATIONS  # what to do first
     evaluation.create_eval(store, "fresh", size=64, steps=2)
+    assert views.results_view(store, "")[1] == "Pick an evaluation."
     figures, note, table, frame = views.results_view(store, "fresh")
     assert figures == [] and "run **Judge** first" in note and "(0 samples)" in note and frame.empty
     assert "run **Sample** first" in views.sample_view(store, "fresh", 0)[3]
