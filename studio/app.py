@@ -3,45 +3,26 @@
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 
-from pipeline.generation.generate import LICENCE_NOTE, Settings
+from pipeline.generation.generate import Settings
 from studio import eval_tab, generate_tab, train_tab, wheel_tab
-from studio.public import NOTE as public_note
 from studio.public import QUEUE_LIMIT, is_public, served_paths
-from studio.resolve import resolve_model
+from studio.views import header
 
 log = logging.getLogger(__name__)
 LOCAL_HOST = "127.0.0.1"
-
-
-def header(settings: Settings, public: bool = False) -> str:
-    model = resolve_model(settings.model)
-    shown = model.label or " + ".join(Path(part).name for part in (model.base, model.dsd, model.lora) if part) \
-        if public else model.describe()  # a public studio names no server path
-    advice = "" if public or any((settings.model.base, settings.model.dsd, settings.model.lora)) else (
-        " (set DSD_BASE and DSD_WEIGHTS, or open *Model* below, to run FLUX.1-dev with DSD)"
-    )
-    return (
-        "# DSD Studio\n"
-        "Diffusion Self-Distillation on FLUX: give a reference picture and a prompt, "
-        "get new pictures of the same subject.\n\n"
-        f"**Model:** {shown}{advice}\n\n"
-        + (f"{public_note}\n\n" if public else "")
-        + f"<small>{LICENCE_NOTE}</small>"
-    )
 
 
 def build_studio(settings: Settings, gpu_wrapper: Callable | None = None, public: bool = False) -> gr.Blocks:
     """The studio for `settings`; `gpu_wrapper` (e.g. `spaces.GPU`) wraps the generation call. In public mode
     (`studio.public`) only the Generate tab is built: the others start processes or read server data."""
     with gr.Blocks(title="DSD Studio", analytics_enabled=False) as studio:
-        gr.Markdown(header(settings, public), elem_id="studio-header")
+        title = gr.Markdown(header(settings, public), elem_id="studio-header")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                generate_tab.build(settings, gpu_wrapper, public)
+                generate_tab.build(settings, title, gpu_wrapper, public)
             if not public:
                 with gr.Tab("Data wheel", id="wheel"):
                     wheel_tab.build(settings)

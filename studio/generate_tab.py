@@ -2,7 +2,8 @@
 
 Layout and event wiring only. Every generation goes through `pipeline.generation.generate.generate`, the
 function the CLI and the tests call, with the request the form means (`studio.forms.generation_request`);
-what it shows (results, history) comes from `studio.views`. API names: `generate`, `history`, `run_weights`, `stop`.
+what it shows (results, history) comes from `studio.views`. API names: `generate`, `history`, `run_weights`,
+`model_defaults`, `world_prompt`, `stop`.
 """
 
 from collections.abc import Callable
@@ -13,17 +14,17 @@ import gradio as gr
 from PIL import Image
 
 from mini import EXAMPLES_DIR, world
-from mini.embedded import CHANGES, EXAMPLES, is_embedded, is_miniature, world_prompt
+from mini.embedded import CHANGES, EXAMPLES, is_miniature, world_prompt
 from pipeline.generation import generate as service
 from pipeline.generation.generate import Settings
 from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
-from pipeline.generation.weights import DTYPES, sampling_defaults
+from pipeline.generation.weights import DTYPES, ModelSpec, sampling_defaults
 from pipeline.store import Store
 from studio.forms import generation_request, model_spec
 from studio.resolve import request_notices, resolve_model
 from studio.public import Visitors, uploaded_picture
 from studio.shared import selected_id, shown_as_gr_error
-from studio.views import HISTORY_HEADERS, gallery_items, generation_details, history_rows, timings_text
+from studio.views import HISTORY_HEADERS, gallery_items, generation_details, header, history_rows, timings_text
 from train import launcher
 
 PHOTO_EXAMPLES = [
@@ -33,6 +34,21 @@ PHOTO_EXAMPLES = [
 ]
 # The embedded miniature knows only its world (held-out creatures here, so these are zero-shot) and its words.
 MINI_EXAMPLES = [(example.path, example.mode, example.prompt) for example in EXAMPLES]
+
+
+# a model's defaults
+
+
+def examples_for(spec: ModelSpec) -> list[list[str]]:
+    """The examples the model `spec` can draw: the miniature's creatures in its words, or FLUX's photos."""
+    examples = MINI_EXAMPLES if is_miniature(spec) else PHOTO_EXAMPLES
+    return [[str(path), mode, prompt] for path, mode, prompt in examples]
+
+
+def size_text(sampling: dict) -> str:
+    """A model's own size as the Size field writes it: 512, or 512x768."""
+    width, height = sampling["width"], sampling["height"]
+    return str(width) if width == height else f"{width}x{height}"
 
 
 # a mode's defaults, as component updates
@@ -56,16 +72,18 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
     """The inputs, in the order `generate` takes them; in public mode without the Model panel (the model,
     memory mode and precision are the owner's settings, never a visitor's)."""
     first = MODES["identity"]
-    sampling = sampling_defaults(resolve_model(settings.model))  # the model's own size and steps (512 px and 28 for FLUX)
-    size = str(sampling["width"]) if sampling["width"] == sampling["height"] else f"{sampling['width']}x{sampling['height']}"
+    model = resolve_model(settings.model)
+    sampling = sampling_defaults(model)  # the model's own size and steps (512 px and 28 for FLUX)
     f = SimpleNamespace()
     f.reference = gr.Image(label="Reference picture", type="filepath", height=320, elem_id="reference")
     f.mode = gr.Radio([(m.label, m.name) for m in MODES.values()], value=first.name, label="Mode", elem_id="mode")
     f.hint = gr.Markdown(first.hint, elem_id="mode-hint")
     f.prompt = gr.Textbox(label="Prompt", placeholder=first.example, lines=3, elem_id="prompt")
-    f.words = world_words() if is_miniature(resolve_model(settings.model)) else None
+    # Without the Model panel (public mode) the model cannot change: the words only for the miniature.
+    f.words = world_words(is_miniature(model)) if not public or is_miniature(model) else None
     with gr.Row():
-        f.size = gr.Textbox(size, label="Size", info="512 or WIDTHxHEIGHT, multiples of 16", elem_id="size")
+        f.size = gr.Textbox(size_text(sampling), label="Size", info="512 or WIDTHxHEIGHT, multiples of 16",
+                            elem_id="size")
         f.steps = gr.Slider(1, 100, value=sampling["steps"], step=1, label="Steps", elem_id="steps")
         f.num_images = gr.Slider(1, 8, value=1, step=1, label="Pictures", elem_id="num-images")
     with gr.Row():
@@ -93,10 +111,11 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
     return f
 
 
-def world_words() -> SimpleNamespace:
+def world_words(visible: bool = True) -> SimpleNamespace:
     """The miniature's own words as choices beside the prompt: it draws only what its world names."""
     w = SimpleNamespace()
-    with gr.Accordion("Words the miniature knows (it draws 64 px creatures of its own world)", open=True):
+    with gr.Accordion("Words the miniature knows (it draws 64 px creatures of its own world)", open=True,
+                      visible=visible, elem_id="words") as w.panel:
         with gr.Row():
             w.scene = gr.Dropdown(list(world.SCENES), value="desert", label="Scene", elem_id="words-scene")
             w.light = gr.Dropdown(list(world.LIGHTS), value="left", label="Light from", elem_id="words-light")
@@ -134,9 +153,10 @@ def history_panel() -> SimpleNamespace:
 # wiring
 
 
-def build(settings: Settings, gpu_wrapper: Callable | None = None, public: bool = False) -> None:
-    """Lay out the tab inside the current Blocks and wire its events. In public mode (`studio.public`) each
-    visitor sees and stops only their own generations, and may have one waiting or running."""
+def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None = None, public: bool = False) -> None:
+    """Lay out the tab inside the current Blocks and wire its events; `title` is the studio's header, whose
+    model line follows the Model panel. In public mode (`studio.public`) each visitor sees and stops only their
+    own generations, and may have one waiting or running."""
     store = Store(settings.home)
     visitors = Visitors() if public else None
     with gr.Row(equal_height=False):
@@ -147,9 +167,8 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None, public: bool 
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
         with gr.Column(scale=1):
             r = results()
-    examples = MINI_EXAMPLES if is_embedded(resolve_model(settings.model)) else PHOTO_EXAMPLES
-    gr.Examples([[str(path), mode, prompt] for path, mode, prompt in examples],
-                inputs=[f.reference, f.mode, f.prompt], cache_examples=False)
+    examples = gr.Examples(examples_for(resolve_model(settings.model)), inputs=[f.reference, f.mode, f.prompt],
+                           cache_examples=False)
     h = history_panel()
 
     generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate
@@ -178,6 +197,11 @@ def build(settings: Settings, gpu_wrapper: Callable | None = None, public: bool 
     f.run.focus(lambda: gr.Dropdown(choices=launcher.runs_with_weights(store)), None, f.run, queue=False,
                 api_visibility="private")
     f.run.select(run_weights_handler(store), f.run, [f.base, f.dsd], api_name="run_weights")
+    # A run picked, or a field typed: the header, Size, Steps, examples and words follow the model.
+    model_fields = [f.base, f.dsd, f.lora, f.dtype]
+    gr.on([f.base.change, f.dsd.change, f.lora.change], model_defaults_handler(settings), model_fields,
+          [title, f.size, f.steps], queue=False, api_name="model_defaults", trigger_mode="always_last").then(
+        model_examples, model_fields, [examples.dataset, f.words.panel], queue=False, api_visibility="private")
     if f.words:
         f.words.write.click(world_prompt_handler, [f.words.scene, f.words.light, f.words.warmth, f.words.change],
                             f.prompt, queue=False, api_name="world_prompt")
@@ -187,6 +211,24 @@ def world_prompt_handler(scene: str, light: str, warmth: str, change: str = "") 
     """A prompt in the miniature's words: the scene, the light and, for instruct, one change."""
     with shown_as_gr_error("writing the prompt"):
         return world_prompt(scene, light, warmth, change or None)
+
+
+def model_defaults_handler(settings: Settings):
+    def model_defaults(base: str = "", dsd: str = "", lora: str = "", dtype: str = "auto"):
+        """The studio's header and the Size and Steps for the model the Model fields name: its own size and
+        steps (its sampling.json; FLUX's 512 px and 28 steps without one)."""
+        with shown_as_gr_error("reading the model's defaults"):
+            chosen = replace(settings, model=model_spec(base, dsd, lora, dtype))
+            sampling = sampling_defaults(resolve_model(chosen.model))
+        return header(chosen), size_text(sampling), sampling["steps"]
+
+    return model_defaults
+
+
+def model_examples(base: str, dsd: str, lora: str, dtype: str):
+    """The examples and the word choices for the model the Model fields name."""
+    model = resolve_model(model_spec(base, dsd, lora, dtype))
+    return gr.Dataset(samples=examples_for(model)), gr.Accordion(visible=is_miniature(model))
 
 
 def run_weights_handler(store: Store):

@@ -10,11 +10,13 @@ import pandas as pd
 
 from pipeline.errors import UserInputError
 from pipeline.evaluation import stages as evaluation
-from pipeline.generation.generate import GenerateResult, reconstruction_path
+from pipeline.generation.generate import LICENCE_NOTE, GenerateResult, Settings, reconstruction_path
 from pipeline.images import load_image
 from pipeline.jobs import log_tail
 from pipeline.store import REVIEW_DECISIONS, Store
 from studio.pictures import sample_grid_file
+from studio.public import NOTE as PUBLIC_NOTE
+from studio.resolve import resolve_model
 from train import launcher
 
 JOBS_SHOWN, LOG_BYTES = 20, 6000
@@ -31,6 +33,27 @@ NO_EVALUATIONS = "No evaluations yet: run **Sample**, then **Judge**, in **Run**
 RUN_HEADERS = ["id", "name", "status", "step", "loss", "ETA", "devices", "error"]
 LOSSES = ("loss", "loss_reference", "loss_target")
 PAIR_HEADERS = ["pair", "grid", "verdict", "confidence", "review"]
+
+
+# the studio's header
+
+
+def header(settings: Settings, public: bool = False) -> str:
+    """What the studio is, the model it runs (which the Generate tab's Model panel can change) and the licence."""
+    model = resolve_model(settings.model)
+    shown = model.label or " + ".join(Path(part).name for part in (model.base, model.dsd, model.lora) if part) \
+        if public else model.describe()  # a public studio names no server path
+    advice = "" if public or any((settings.model.base, settings.model.dsd, settings.model.lora)) else (
+        " (set DSD_BASE and DSD_WEIGHTS, or open *Model* below, to run FLUX.1-dev with DSD)"
+    )
+    return (
+        "# DSD Studio\n"
+        "Diffusion Self-Distillation on FLUX: give a reference picture and a prompt, "
+        "get new pictures of the same subject.\n\n"
+        f"**Model:** {shown}{advice}\n\n"
+        + (f"{PUBLIC_NOTE}\n\n" if public else "")
+        + f"<small>{LICENCE_NOTE}</small>"
+    )
 
 
 # every tab's background jobs

@@ -201,3 +201,38 @@ def test_the_generate_form_starts_at_the_models_own_size_and_steps(tmp_path):
     assert (flux.size.value, flux.steps.value) == ("512", 28)
     assert (own.size.value, own.steps.value) == ("96", 12)
     assert (embedded.size.value, embedded.steps.value) == ("64", 20)  # the miniature's own
+
+
+def test_the_header_and_the_forms_size_and_steps_follow_the_model_picked(client, tmp_path):
+    """The header kept saying "embedded miniature" after a training run's weights were picked."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(ASSETS / "tiny-dsd", base)
+    (base / "sampling.json").write_text('{"width": 96, "height": 128, "steps": 12}')
+    header, size, steps = client.predict(base=str(base), dsd="", lora="", dtype="auto", api_name="/model_defaults")
+    assert f"**Model:** {base}" in header and "embedded miniature" not in header
+    assert (size, steps) == ("96x128", 12)
+    # A training run's weights (on the embedded base): the miniature's own size and steps, the run in the header.
+    weights = tmp_path / "runs" / "3" / "weights"
+    weights.mkdir(parents=True)
+    header, size, steps = client.predict(base="", dsd=str(weights), lora="", dtype="auto", api_name="/model_defaults")
+    assert str(weights) in header and (size, steps) == ("64", 20)
+    header, size, steps = client.predict(base="", dsd="", lora="", dtype="auto", api_name="/model_defaults")
+    assert "**Model:** embedded miniature" in header and (size, steps) == ("64", 20)
+    (base / "sampling.json").write_text("{broken")
+    with pytest.raises(Exception) as refused:
+        client.predict(base=str(base), dsd="", lora="", dtype="auto", api_name="/model_defaults")
+    assert "sampling.json is not valid JSON of numbers: fix or delete it" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_examples_are_those_the_model_can_draw():
+    from pipeline.generation.weights import ModelSpec
+    from studio.generate_tab import examples_for
+    from studio.resolve import resolve_model
+
+    creatures = examples_for(resolve_model(ModelSpec(dsd="runs/3/weights")))  # a run on the miniature's base
+    photos = examples_for(ModelSpec(base="black-forest-labs/FLUX.1-dev"))
+    assert [Path(path).name for path, _, _ in creatures] == ["mini-star.png", "mini-circle.png", "mini-triangle.png"]
+    assert [Path(path).name for path, _, _ in photos] == ["cat.jpg", "coffee.jpg", "astronaut.jpg"]
