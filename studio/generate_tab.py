@@ -126,6 +126,12 @@ def world_words(visible: bool = True) -> SimpleNamespace:
     return w
 
 
+def opened_on_first() -> gr.Gallery:
+    """A gallery that shows its first picture whole: its grid scales a single picture to the box's width and cuts
+    it at the box's height (a 64 px creature lost its body until clicked); the preview fits it in the box."""
+    return gr.Gallery(selected_index=0)
+
+
 def results() -> SimpleNamespace:
     r = SimpleNamespace()
     r.gallery = gr.Gallery(label="Generated", columns=2, height=420, object_fit="contain", elem_id="gallery")
@@ -181,17 +187,20 @@ def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None =
     h.refresh.click(history, h.search, h.table, api_name="history")
     outputs = [r.gallery, r.seeds, r.notices, r.timings]
     if public:  # visitors take turns inside the handler (`Visitors`), so Gradio may start them all
-        button.click(public_generate_handler(settings, generate_fn, visitors), inputs, outputs, api_name="generate",
-                     preprocess=False, concurrency_limit=None).then(history, h.search, h.table, api_visibility="private")
+        generated = button.click(public_generate_handler(settings, generate_fn, visitors), inputs, outputs,
+                                 api_name="generate", preprocess=False, concurrency_limit=None)
     else:
-        button.click(generate_handler(settings, generate_fn), inputs + [f.memory, f.base, f.dsd, f.lora, f.dtype],
-                     outputs, api_name="generate", preprocess=False).then(history, h.search, h.table,
-                                                                          api_visibility="private")
+        generated = button.click(generate_handler(settings, generate_fn),
+                                 inputs + [f.memory, f.base, f.dsd, f.lora, f.dtype], outputs, api_name="generate",
+                                 preprocess=False)
+    generated.then(history, h.search, h.table, api_visibility="private")
+    generated.success(opened_on_first, None, r.gallery, queue=False, api_visibility="private")
     # Outside the queue, so it runs while a generation holds it; the generation keeps what it made.
     stop.click(stop_handler(visitors), None, None, queue=False, api_name="stop")
     # No triggers: on page load and whenever the search text changes.
     gr.on(None, history, h.search, h.table, api_visibility="private", trigger_mode="always_last")
-    h.table.select(select_handler(store, visitors), None, [h.pictures, h.details], api_visibility="private")
+    h.table.select(select_handler(store, visitors), None, [h.pictures, h.details], api_visibility="private").success(
+        opened_on_first, None, h.pictures, queue=False, api_visibility="private")
     if public:
         return
     f.run.focus(lambda: gr.Dropdown(choices=launcher.runs_with_weights(store)), None, f.run, queue=False,

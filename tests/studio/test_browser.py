@@ -24,11 +24,13 @@ def test_generate_in_the_browser(browser, studio):
     page.locator("#generate").click()
 
     expect(page.locator("#gallery img").first).to_be_visible()
+    assert_shown_whole(page, "#gallery")
     expect(page.locator("#seeds textarea, #seeds input").first).to_have_value(re.compile(r"^\d+$"))
     expect(page.locator("#history")).to_contain_text(PROMPT)
     row = studio_history(studio)
     page.locator("#history").get_by_test_id("cell-0-3").click()
     expect(page.locator("#history-pictures img").first).to_be_visible()
+    assert_shown_whole(page, "#history-pictures")
     expect(page.locator("#history-details")).to_contain_text(str(row["seed"]))
     assert row["params"]["steps"] == 20 and (row["params"]["width"], row["params"]["height"]) == (64, 64)
 
@@ -46,3 +48,13 @@ def studio_history(studio) -> dict:
     rows = Store(studio.home).list_generations(search=PROMPT)
     assert len(rows) == 1, "the click should have made exactly one generation"
     return rows[0]
+
+
+def assert_shown_whole(page, gallery: str) -> None:
+    """The gallery's first picture is drawn whole inside its box: a 64 px result in a 2-column grid was scaled to
+    the box's width (580 px) and cut at its height (420 px) until clicked."""
+    box, shown = page.locator(gallery).bounding_box(), page.locator(f"{gallery} img").first
+    picture = shown.bounding_box()
+    assert shown.evaluate("img => getComputedStyle(img).objectFit") == "contain"  # the picture fits its element
+    assert box["y"] <= picture["y"] and picture["y"] + picture["height"] <= box["y"] + box["height"], (box, picture)
+    assert box["x"] <= picture["x"] and picture["x"] + picture["width"] <= box["x"] + box["width"], (box, picture)
