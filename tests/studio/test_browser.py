@@ -51,10 +51,14 @@ def studio_history(studio) -> dict:
 
 
 def assert_shown_whole(page, gallery: str) -> None:
-    """The gallery's first picture is drawn whole inside its box: a 64 px result in a 2-column grid was scaled to
-    the box's width (580 px) and cut at its height (420 px) until clicked."""
-    box, shown = page.locator(gallery).bounding_box(), page.locator(f"{gallery} img").first
-    picture = shown.bounding_box()
+    """The gallery's first picture is drawn whole inside its box (its preview opens just after the pictures
+    arrive): a 64 px result in a 2-column grid was scaled to the box's width (580 px) and cut at its height
+    (420 px) until clicked."""
+    inside = """(gallery) => {
+      const box = document.querySelector(gallery).getBoundingClientRect();
+      const img = document.querySelector(gallery + " img").getBoundingClientRect();
+      return img.top >= box.top && img.bottom <= box.bottom && img.left >= box.left && img.right <= box.right;
+    }"""
+    page.wait_for_function(inside, arg=gallery)
+    shown = page.locator(f"{gallery} img").first
     assert shown.evaluate("img => getComputedStyle(img).objectFit") == "contain"  # the picture fits its element
-    assert box["y"] <= picture["y"] and picture["y"] + picture["height"] <= box["y"] + box["height"], (box, picture)
-    assert box["x"] <= picture["x"] and picture["x"] + picture["width"] <= box["x"] + box["width"], (box, picture)
