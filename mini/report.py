@@ -3,7 +3,9 @@ identities, in three modes (identity, relight, instruct), over several evaluatio
 
 The rows are the teacher drawing from the prompt alone, a copy of the reference, and the students
 trained on uncurated and on curated pairs. The judge reads the outputs' attributes, so CP and PF are
-measured against the truth the renderer holds; its own accuracy is reported beside them.
+measured against the truth the renderer holds; its own accuracy is reported beside them. The items and
+their scores are `mini.benchmark`'s, which `dsd eval` reads as the world benchmark and scores with the same
+judge: an evaluation of a student at seed 0 gives its row's figures at seed 0.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mini import JUDGE, PANEL, STUDENT, TEACHER, world
+from mini.benchmark import MODES, attribute_scores, evaluation_items
 from mini.embedded import CURATED, EXAMPLES
 from mini.judge import CONTEXT, IDENTITY, AttributeReader, judge_accuracy, read_attributes
 from mini.teacher import GUIDANCE, panel_prompt
@@ -29,47 +32,15 @@ from pipeline.wheel.teacher import load_teacher
 
 ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
 STUDENTS = {"student_uncurated": STUDENT / "uncurated", "student_curated": STUDENT / "curated"}  # the shipped ones
-MODES = ("identity", "relight", "instruct")
 Log = Callable[[str], None]
-
-
-def evaluation_items(seed: int, per_mode: int = 16) -> list[dict]:
-    """Held-out identities, each rendered as a reference, with a prompt and what it asks for."""
-    rng = np.random.default_rng(1000 + seed)
-    identities = sorted(world.held_out(), key=lambda i: tuple(asdict(i).values()))
-    items = []
-    for mode in MODES:
-        for _ in range(per_mode):
-            identity = identities[rng.integers(len(identities))]
-            reference = world.sample_context(rng)
-            target = world.sample_context(rng)
-            if mode == "identity":
-                while target.scene == reference.scene:
-                    target = world.sample_context(rng)
-            if mode == "relight":
-                target = replace(reference, light=target.light, warmth=target.warmth)
-                while (target.light, target.warmth) == (reference.light, reference.warmth):
-                    target = replace(target, light=str(rng.choice(world.LIGHTS)), warmth=str(rng.choice(world.WARMTHS)))
-            wanted, named = identity, []
-            if mode == "instruct":
-                attribute = IDENTITY[rng.integers(len(IDENTITY))]
-                values = [v for v in world.ATTRIBUTE_VALUES[attribute] if v != getattr(identity, attribute)]
-                wanted, named = replace(identity, **{attribute: values[rng.integers(len(values))]}), [attribute]
-            prompt = f"{world.caption(wanted, None, named)}, {world.short_context(target)}"
-            requested = {**{x: getattr(target, x) for x in CONTEXT}, **{x: getattr(wanted, x) for x in named}}
-            preserved = {x: getattr(identity, x) for x in IDENTITY if x not in named}
-            items.append({"mode": mode, "prompt": prompt, "reference": world.render(identity, reference, PANEL),
-                          "requested": requested, "preserved": preserved})
-    return items
 
 
 def score(items: list[dict], outputs: list[Image.Image], model: AttributeReader) -> tuple[list[float], list[float]]:
     """Per item: CP = share of the reference's kept identity attributes the judge reads in the output;
     PF = share of the requested attributes (scene, light, warmth, a changed attribute) it reads."""
-    readings = read_attributes(model, outputs)
-    cp = [np.mean([r[x] == v for x, v in item["preserved"].items()]) for item, r in zip(items, readings)]
-    pf = [np.mean([r[x] == v for x, v in item["requested"].items()]) for item, r in zip(items, readings)]
-    return [float(x) for x in cp], [float(x) for x in pf]
+    scores = [attribute_scores(r, item["preserved"], item["requested"])
+              for item, r in zip(items, read_attributes(model, outputs))]
+    return [cp for cp, _ in scores], [pf for _, pf in scores]
 
 
 @torch.no_grad()

@@ -111,6 +111,13 @@ def short_context(context: Context) -> str:
     return f"{SCENE_PHRASES[context.scene]}, {LIGHT_PHRASES[context.light]}, in {context.warmth} light"
 
 
+def parse_context(text: str) -> dict[str, str]:
+    """The scene, light and warmth a prompt asks for in `short_context`'s words (those it names)."""
+    phrases = {"scene": SCENE_PHRASES, "light": LIGHT_PHRASES, "warmth": {w: f"in {w} light" for w in WARMTHS}}
+    return {name: value for name, values in phrases.items() for value, phrase in values.items()
+            if phrase in text.lower()}
+
+
 def subject_caption(identity: Identity, named=None) -> str:
     """The subject alone, as a grid prompt names it: "red striped star with gold trim" (no article)."""
     return caption(identity, None, named).split(" ", 1)[1]

@@ -15,6 +15,7 @@ from pipeline.evaluation import stages as evaluation
 from pipeline.generation.generate import Settings
 from pipeline.jobs import reconcile
 from pipeline.store import Store
+from studio.eval_defaults import JUDGE_FIELDS, evaluation_judge
 from studio.forms import judge_stage, metrics_stage, sample_stage
 from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
 from studio.views import (
@@ -35,21 +36,28 @@ def run_panel() -> SimpleNamespace:
     r = SimpleNamespace()
     with gr.Row():
         r.name = gr.Textbox("", label="Evaluation name", elem_id="eval-name")
-        r.benchmark = gr.Textbox("", label="Benchmark folder", placeholder="blank: the built-in set",
-                                 elem_id="eval-benchmark")
+        r.benchmark = gr.Textbox("", label="Benchmark folder", elem_id="eval-benchmark",
+                                 placeholder="blank: the miniature's world benchmark on the embedded model, "
+                                             "else the built-in photo set")
     with gr.Row():
         r.base = gr.Textbox("", label="Base model", placeholder="blank: the embedded model; a FLUX.1-dev folder")
         r.dsd = gr.Textbox("", label="DSD weights", placeholder="blank: none; a DSD weights or training run folder")
-        r.run = gr.Number(None, label="Training run id", info="instead of base and weights", precision=0)
+        r.run = gr.Number(None, label="Training run id", info="instead of base and weights; blank or 0: none",
+                          precision=0)
     with gr.Row():
         r.per_prompt = gr.Number(1, label="Pictures per prompt", precision=0)
         r.seed = gr.Number(0, label="Seed", precision=0)
-        r.size = gr.Number(512, label="Size", precision=0)
-        r.steps = gr.Number(28, label="Steps", precision=0)
+        r.size = gr.Number(None, label="Size", info="blank: the model's own (64 for the miniature, 512 for FLUX)",
+                           precision=0, elem_id="eval-size")
+        r.steps = gr.Number(None, label="Steps", info="blank: the model's own (20 for the miniature, 28 for FLUX)",
+                            precision=0, elem_id="eval-steps")
     with gr.Row():
-        r.judge_url = gr.Textbox("", label="Judge URL", placeholder="OpenAI-compatible endpoint (key: OPENAI_API_KEY)")
-        r.judge_model = gr.Textbox("", label="Judge model", placeholder="model name at the URL")
-        r.judge_spec = gr.Textbox("", label="Or judge", placeholder="gemini:MODEL (key: GEMINI_API_KEY)")
+        r.judge_url = gr.Textbox("", label=JUDGE_FIELDS["url"],
+                                 placeholder="OpenAI-compatible endpoint (key: OPENAI_API_KEY)")
+        r.judge_model = gr.Textbox("", label=JUDGE_FIELDS["model"], placeholder="model name at the URL")
+        r.judge_spec = gr.Textbox("", label=JUDGE_FIELDS["spec"],
+                                  placeholder="gemini:MODEL (key: GEMINI_API_KEY) or mini:FOLDER; all blank: the "
+                                              "miniature's attribute judge on its world benchmark")
         r.runs = gr.Number(3, label="Runs", precision=0)
         r.concurrency = gr.Number(4, label="Concurrency", precision=0)
     with gr.Row():
@@ -125,7 +133,7 @@ def build(settings: Settings) -> None:
 
 
 def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
-    def eval_sample(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512, steps=28):
+    def eval_sample(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=None, steps=None):
         """Make (or continue) evaluation `name` and generate its samples as a background job; returns job id, message."""
         with shown_as_gr_error("starting the sampling"):
             settings = sample_stage(name, benchmark, base, dsd, run, per_prompt, seed, size, steps)
@@ -133,10 +141,12 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
             return start_stage(store, settings)
 
     def eval_judge(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4):
-        """Score an evaluation's samples with a VLM judge as a background job; returns job id, message."""
+        """Score an evaluation's samples as a background job (all judge fields blank: the evaluation's default
+        judge, the miniature's attribute judge on its world benchmark); returns job id, message."""
         with shown_as_gr_error("starting the judge"):
             settings = judge_stage(name, judge_url, judge_model, judge_spec, runs, concurrency)
-            evaluation.get_eval(store, settings.evaluation)
+            evaluation_judge(evaluation.get_eval(store, settings.evaluation), settings.judge_url, settings.judge_model,
+                             settings.judge_spec, names=JUDGE_FIELDS)
             return start_stage(store, settings)
 
     def eval_metrics(name, clip="", dino="", dinov2=""):

@@ -10,12 +10,12 @@ import math
 from pathlib import Path
 
 from pipeline.errors import UserInputError
-from pipeline.evaluation.stages import judge_from_options
 from pipeline.generation.generate import GenerateRequest
 from pipeline.generation.weights import ModelSpec
 from pipeline.images import parse_size
 from pipeline.providers import make_provider
 from pipeline.wheel.grids import Layout
+from studio.eval_defaults import JUDGE_FIELDS, chosen_judge
 from studio.job_settings import (
     CaptionsStage,
     CurateStage,
@@ -182,33 +182,36 @@ def evaluation_name(value) -> str:
     return text(value)
 
 
-def sample_stage(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=512,
-                 steps=28) -> SampleStage:
-    """The Sample fields: a training run or base and DSD folders, and the sampling settings."""
+def sample_stage(name, benchmark="", base="", dsd="", run=None, per_prompt=1, seed=0, size=None,
+                 steps=None) -> SampleStage:
+    """The Sample fields: a training run or base and DSD folders, and the sampling settings. A blank (or 0)
+    training run is none; a blank size or steps is the model's own (`studio.eval_defaults`)."""
     name, benchmark = evaluation_name(name), existing_folder("benchmark", benchmark)
-    if run not in (None, ""):
+    if run not in (None, "", 0):
         if text(base) or text(dsd):
             raise UserInputError("a training run brings its own base and weights: leave the base and DSD fields blank")
         run, base, dsd = whole_number("training run", run), None, None
     else:
         run, base, dsd = None, existing_folder("base", base), existing_folder("dsd", dsd)
     seed = whole_number("seed", seed, minimum=0)
-    per_prompt, size = whole_number("pictures per prompt", per_prompt), whole_number("size", size, 16)
-    steps = whole_number("steps", steps)
-    if size % 16:
-        raise UserInputError(f"size {size}: give a multiple of 16")
+    per_prompt = whole_number("pictures per prompt", per_prompt)
+    size = None if size in (None, "") else whole_number("size", size, 16)
+    steps = None if steps in (None, "") else whole_number("steps", steps)
+    if size and size % 16:
+        raise UserInputError(f"size {size}: give a multiple of 16, or leave it blank for the model's own")
     return SampleStage(name=name, benchmark=benchmark, base=base, dsd=dsd, run=run, per_prompt=per_prompt,
                        seed=seed, size=size, steps=steps)
 
 
 def judge_stage(name, judge_url="", judge_model="", judge_spec="", runs=3, concurrency=4) -> JudgeStage:
-    """The Judge fields: an OpenAI-compatible URL and model, or a spec. The judge is built once here, so a
-    missing key or half a judge is refused before a job starts."""
+    """The Judge fields: an OpenAI-compatible URL and model, or a spec (`mini:FOLDER` included), built once here
+    so a missing key or half a judge is refused before a job starts. All blank is the evaluation's default
+    judge, which the tab checks (`studio.eval_defaults.evaluation_judge`) once it knows the evaluation."""
     url, model, spec = text(judge_url), text(judge_model), text(judge_spec)
-    name = evaluation_name(name)
-    judge_from_options(url, model, spec)
-    return JudgeStage(evaluation=name, judge_url=url, judge_model=model, judge_spec=None if url or model else spec,
-                      runs=whole_number("runs", runs), concurrency=whole_number("concurrency", concurrency))
+    chosen_judge(url, model, spec, names=JUDGE_FIELDS)  # a missing key or half a judge: refused before a job starts
+    return JudgeStage(evaluation=evaluation_name(name), judge_url=url, judge_model=model,
+                      judge_spec=None if url else spec, runs=whole_number("runs", runs),
+                      concurrency=whole_number("concurrency", concurrency))
 
 
 def metrics_stage(name, clip="", dino="", dinov2="") -> MetricsStage:

@@ -189,37 +189,44 @@ WHEEL_STAGES = by_name(CaptionsStage, PromptsStage, GridsStage, PairsStage, Cura
 class SampleStage(StageSettings):
     COMMAND, HELP = ("eval", "sample"), "generate one (or K) picture per benchmark prompt"
     name: str = option("--name", required=True, help="the evaluation's name (continues it if it exists)")
-    benchmark: str | None = option("--benchmark", help="a DreamBench++ folder (default: the built-in 4-subject set)")
+    benchmark: str | None = option("--benchmark", help="a DreamBench++ folder (default: on the embedded miniature "
+                                   "its world benchmark, else the built-in 4-subject photo set)")
     base: str | None = option("--base", help="FLUX.1-dev folder (default: the embedded model)")
     dsd: str | None = option("--dsd", help="DSD weights folder")
     run: int | None = option("--run", type=int, help="a training run's weights instead of --base/--dsd")
     per_prompt: int = option("--per-prompt", default=1, type=int)
     seed: int = option("--seed", default=0, type=int)
-    size: int = option("--size", default=512, type=int)
-    steps: int = option("--steps", default=28, type=int)
+    size: int | None = option("--size", type=int, help="picture size (default: the model's own, 512 for FLUX, "
+                              "64 for the embedded miniature)")
+    steps: int | None = option("--steps", type=int, help="denoising steps (default: the model's own, 28 for FLUX, "
+                               "20 for the embedded miniature)")
     limit: int | None = option("--limit", type=int, help="at most this many new pictures now (resume later)")
 
     def evaluation_id(self, store: Store) -> int:
         """The evaluation these settings sample: made on first use, refused when the name exists with other
-        settings. A training run's weights are recorded as its base and DSD folders."""
+        settings. A training run's weights are recorded as its base and DSD folders; what is left blank is the
+        model's own (`studio.eval_defaults`)."""
         from pipeline.evaluation.stages import create_eval
+        from studio.eval_defaults import sample_defaults
 
         base, dsd = self.base, self.dsd
         if self.run is not None:
             from train.launcher import run_model_fields
 
             base, dsd = run_model_fields(store, self.run)
-        return create_eval(store, self.name, self.benchmark, base, dsd, self.run, self.per_prompt, self.seed,
-                           self.size, self.steps)
+        benchmark, size, steps = sample_defaults(store.home, base, dsd, self.benchmark, self.size, self.steps)
+        return create_eval(store, self.name, benchmark, base, dsd, self.run, self.per_prompt, self.seed, size, steps)
 
 
 @dataclass(frozen=True)
 class JudgeStage(StageSettings):
-    COMMAND, HELP = ("eval", "judge"), "a VLM scores CP and PF, 3 runs by default"
+    COMMAND, HELP = ("eval", "judge"), "a judge scores CP and PF, 3 runs by default"
     evaluation: str = option("evaluation", help="evaluation name or id")
     judge_url: str | None = option("--judge-url", help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)")
     judge_model: str | None = option("--judge-model", help="model name at --judge-url")
-    judge_spec: str | None = option("--judge", help="gemini:MODEL (key from GEMINI_API_KEY) or openai:MODEL")
+    judge_spec: str | None = option("--judge", help="gemini:MODEL (key from GEMINI_API_KEY), openai:MODEL, or "
+                                    "mini:FOLDER (a miniature's attribute judge; the default for a benchmark of "
+                                    "the miniature's world)")
     runs: int = option("--runs", default=3, type=int)
     concurrency: int = option("--concurrency", default=4, type=int)
     templates: str | None = option("--templates", help="a DreamBench++ checkout (or template folder) for its exact prompts")

@@ -292,16 +292,23 @@ def results_view(store: Store, name) -> tuple:
     if not (name or "").strip():
         return [], opening_hint(store), *empty[2:]
     found = evaluation.get_eval(store, name)
-    if not store.count_judgements(found["id"]):
+    judgements = store.eval_judgements(found["id"])
+    if not judgements:
         samples = store.count_eval_samples(found["id"])
         return [], f"Evaluation **{found['name']}** ({samples} samples) {NO_JUDGEMENTS}", *empty[2:]
+    if all(row["cp"] is None or row["pf"] is None for row in judgements):
+        error = next(iter((judgements[-1]["errors"] or {}).values()), "no score")
+        return [], (f"Evaluation **{found['name']}**: the judge failed all {len(judgements)} judgements (last: "
+                    f"{error}). Fix the judge and run **Judge** again."), *empty[2:]
     result = evaluation.report(store, found["id"], allow_partial=True)
     return figure_rows(result), provenance_text(result), evaluation.markdown_table(result), category_frame(result)
 
 
-def reasoning(replies: dict, criterion: str) -> str:
-    texts = (replies or {}).get(criterion) or []
-    return texts[-1].strip() if texts else ""
+def reasoning(row: dict, criterion: str) -> str:
+    """The judge's last reply for `criterion`, or why there is no score."""
+    texts = (row["replies"] or {}).get(criterion) or []
+    failure = (row["errors"] or {}).get(criterion)
+    return f"failed: {failure}" if failure else texts[-1].strip() if texts else ""
 
 
 def sample_view(store: Store, name, index) -> tuple:
@@ -315,8 +322,8 @@ def sample_view(store: Store, name, index) -> tuple:
     index = min(max(int(index or 0), 0), len(samples) - 1)
     sample = samples[index]
     judged = store.eval_judgements(found["id"], sample["item_id"], sample["k"])
-    scores = [[row["run"], row["judge"], row["cp"], row["pf"], reasoning(row["replies"], "cp"),
-               reasoning(row["replies"], "pf")] for row in judged]
+    scores = [[row["run"], row["judge"], row["cp"], row["pf"], reasoning(row, "cp"), reasoning(row, "pf")]
+              for row in judged]
     caption = (f"**{index + 1} of {len(samples)}** · {sample['item_id']} ({sample['category']}, {sample['kind']}), "
                f"seed {sample['seed']}\n\n**Prompt:** {sample['prompt']}"
                + ("" if judged else "\n\n*Not judged yet.*"))

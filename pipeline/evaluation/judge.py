@@ -35,6 +35,7 @@ REQUIRED_ROLES = ("cp_subject", "cp_style", "pf")
 DEBIASED_ROLES = ("cp_subject_debiased", "cp_style_debiased")
 ROLES = REQUIRED_ROLES + DEBIASED_ROLES
 MAPPING_FILE = "templates.json"
+TEMPLATE_SOURCES = ("ours", "custom", "dreambench++")  # what `TemplateSet.source` says
 # The user-turn prompts DreamBench++ evaluates with ("full" = with scoring criteria and CoT).
 DREAMBENCH_FILES = {
     "cp_subject": "user_prompt_subject_full.txt",
@@ -213,13 +214,17 @@ def ask_score(provider: Provider, prompt: str, images: Sequence[Image.Image] = (
 
 @dataclass(frozen=True)
 class Judgement:
-    """One item's scores (0..4, None when the judge failed), every raw reply, and the errors."""
+    """One item's scores on DreamBench++'s 0..4 scale (a VLM's whole numbers; a judge that measures shares
+    gives 4 x the share), None where the judge failed; every raw reply, and the errors. `unanswered`: no
+    request got a reply at all (the judge cannot be reached, refused, or timed out), which no other item
+    would fare better with."""
 
-    cp: int | None
-    pf: int | None
-    cp_debiased: int | None
+    cp: float | None
+    pf: float | None
+    cp_debiased: float | None
     replies: dict[str, list[str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    unanswered: bool = False
 
 
 def cp_request(reference_is_style: bool) -> str:
@@ -261,7 +266,8 @@ def judge_item(provider: Provider, templates: TemplateSet, *, reference: Image.I
             replies[name], errors[name] = [], str(exc)
         else:
             scores[name], replies[name] = answer.score, answer.replies
-    return Judgement(**scores, replies=replies, errors=errors)
+    unanswered = not any(replies.values())
+    return Judgement(**scores, replies=replies, errors=errors, unanswered=unanswered)
 
 
 # --- aggregation -----------------------------------------------------------------------------
@@ -326,7 +332,7 @@ class Report:
 
 def summarize(records: Iterable[Mapping], runs_expected: int, items_expected: int,
               allow_partial: bool = False) -> Report:
-    """Aggregate judge records {item_id, category, kind, run, cp, pf} (cp/pf 0..4, None = failed).
+    """Aggregate judge records {item_id, category, kind, run, cp, pf} (cp/pf from 0 to 4, None = failed).
 
     Per run, CP and PF are micro-averages of score/4 over items and CP*PF is their product;
     each figure is then the mean and sample std over runs. A report with failed or missing
@@ -343,8 +349,8 @@ def summarize(records: Iterable[Mapping], runs_expected: int, items_expected: in
             )
         seen.add(key)
         for name in ("cp", "pf"):
-            if record[name] is not None and record[name] not in range(MAX_SCORE + 1):
-                raise ValueError(f"{name} of item {key[0]!r} is {record[name]!r}, not 0..4 or None")
+            if record[name] is not None and not 0 <= record[name] <= MAX_SCORE:
+                raise ValueError(f"{name} of item {key[0]!r} is {record[name]!r}, not from 0 to 4 or None")
     scored = sum(1 for r in records if r["cp"] is not None and r["pf"] is not None)
     failed = len(records) - scored
     expected = runs_expected * items_expected

@@ -4,8 +4,9 @@ An evaluation is one model on one benchmark, by name. Its stages each read the p
 rows and skip finished work, so any of them can be stopped and run again:
 
 - `sample`: one (or K) picture per prompt, at recorded seeds, into `<home>/evals/<id>/samples/`;
-- `judge`: a VLM scores every sample for concept preservation (CP, and the de-biased CP) and
-  prompt following (PF), `runs` independent times (3 by default), one row per sample and run;
+- `judge`: a judge scores every sample for concept preservation (CP, and the de-biased CP) and
+  prompt following (PF), `runs` independent times (3 by default), one row per sample and run. The
+  judge is a VLM asked with DreamBench++'s protocol (`DreamBenchJudge`), or any other `Judge`;
 - `metrics`: CLIP-I, CLIP-T and DINO (v1, v2) from local checkpoint folders;
 - `report`: CP, PF and CP*PF overall, per category and per prompt kind (mean and sample std over
   runs), with coverage; as JSON, CSV or a Markdown table shaped like the paper's Table 1 with its
@@ -16,18 +17,19 @@ import csv
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 import PIL.Image
 
 from pipeline.errors import UserInputError
 from pipeline.evaluation.dreambench import BUILTIN, load_benchmark
-from pipeline.evaluation.judge import judge_item, load_templates, summarize
+from pipeline.evaluation.judge import TEMPLATE_SOURCES, Judgement, TemplateSet, judge_item, load_templates, summarize
 from pipeline.images import load_image
-from pipeline.providers import Provider, endpoint, judge_provider
+from pipeline.providers import Provider, ProviderError, endpoint, is_auth_failure, judge_provider
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -49,19 +51,67 @@ PAPER_ROWS = {
 METRICS = ("clip_i", "clip_t", "dino_v1", "dino_v2")
 
 
+class Judge(Protocol):
+    """What scores samples. Every judgement records who judged (`name`, `endpoint`) and how (`method`, such
+    as a VLM's templates, and its `method_hash`); a rerun skips what the same judge and method scored."""
+
+    name: str
+    endpoint: str
+    method: str
+    method_hash: str
+
+    def score(self, *, reference: PIL.Image.Image, generated: PIL.Image.Image, prompt: str, category: str,
+              subject: str) -> Judgement:
+        """One sample's CP and PF on DreamBench++'s 0..4 scale; `subject` is the benchmark's subject name."""
+        ...
+
+
 @dataclass(frozen=True)
 class DreamBenchJudge:
-    """The VLM that scores samples: its provider, and how every judgement names it (model and endpoint)."""
+    """A VLM asked with DreamBench++'s protocol: its provider, how every judgement names it (model and
+    endpoint), and the templates it is asked with."""
 
     provider: Provider
     name: str
     endpoint: str
+    templates: TemplateSet
+
+    @property
+    def method(self) -> str:
+        return self.templates.source
+
+    @property
+    def method_hash(self) -> str:
+        return self.templates.templates_hash
+
+    def score(self, *, reference, generated, prompt, category, subject) -> Judgement:
+        return judge_item(self.provider, self.templates, reference=reference, generated=generated, prompt=prompt,
+                          category=category)
 
 
-def judge_from_options(url: str | None = None, model: str | None = None, spec: str | None = None) -> DreamBenchJudge:
-    """`--judge-url URL --judge-model NAME` (OpenAI-compatible; key from OPENAI_API_KEY) or `--judge gemini:MODEL`."""
+def judge_from_options(url: str | None = None, model: str | None = None, spec: str | None = None,
+                       templates: str | None = None) -> DreamBenchJudge:
+    """`--judge-url URL --judge-model NAME` (OpenAI-compatible; key from OPENAI_API_KEY) or `--judge gemini:MODEL`,
+    asked with our templates or those in `templates` (a DreamBench++ checkout)."""
     provider = judge_provider(spec, url, model)
-    return DreamBenchJudge(provider, provider.model, endpoint(provider))
+    return DreamBenchJudge(provider, provider.model, endpoint(provider), load_templates(templates))
+
+
+class JudgeFailed(ProviderError):
+    """The judge scored nothing: it cannot be reached, refused the key, or failed every sample; says why."""
+
+
+@dataclass(frozen=True)
+class JudgeRun:
+    """What one judge stage did: judgements added, how many of them failed, and the first failure's message."""
+
+    added: int
+    failed: int = 0
+    first_error: str = ""
+
+    def summary(self, judge: Judge) -> str:
+        failed = f" ({self.failed} failed, first: {self.first_error})" if self.failed else ""
+        return f"{self.added} judgements by {judge.name} at {judge.endpoint}{failed}"
 
 
 def is_local(endpoint: str) -> bool:
@@ -73,9 +123,16 @@ def is_local(endpoint: str) -> bool:
 
 def create_eval(store: Store, name: str, benchmark: str | None = None, base: str | None = None,
                 dsd: str | None = None, run: int | None = None, per_prompt: int = 1, seed: int = 0,
-                size: int = 512, steps: int = 28) -> int:
+                size: int | None = None, steps: int | None = None) -> int:
     """The evaluation `name` (made on first use; the same name with other settings is refused). `run` is
-    the training run whose weights `base` and `dsd` are, recorded for the report."""
+    the training run whose weights `base` and `dsd` are, recorded for the report. Size and steps left out
+    are the model's own (`sampling_defaults` of `base` and `dsd`: FLUX's 512 px and 28 steps, unless their
+    folders say otherwise); a caller whose blank base means another model fills them in first."""
+    if size is None or steps is None:
+        from pipeline.generation.weights import ModelSpec, sampling_defaults
+
+        own = sampling_defaults(ModelSpec(base=base, dsd=dsd))
+        size, steps = size or own["width"], steps or own["steps"]
     folder = str(Path(benchmark).expanduser().resolve()) if benchmark else str(BUILTIN)
     fingerprint = load_benchmark(folder).fingerprint
     model = {"base": base or None, "dsd": dsd or None, "run": run}
@@ -118,23 +175,27 @@ def check_references(paths: list[Path]) -> None:
 def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = "auto",
                  on_progress: Callable[[int, int], None] | None = None, model: "ModelSpec | None" = None) -> int:
     """Generate the samples not made yet (at most `limit`); returns how many were made. `model` is the
-    evaluation's recorded model with its blanks filled by the caller (default: as recorded)."""
+    evaluation's recorded model with its blanks filled by the caller (default: as recorded).
+
+    Every picture has a seed of its own, the evaluation's seed plus its place in the benchmark (prompt by
+    prompt, K pictures each): no two prompts start from the same noise, and a picture is drawn alike
+    whenever it is drawn (`dsd mini report` seeds its items the same way, so its rows can be checked here)."""
     from pipeline.generation.generate import MODELS
 
     evaluation = get_eval(store, eval_id)
-    items = load_benchmark(evaluation["benchmark"]).items()
+    items, per_prompt = load_benchmark(evaluation["benchmark"]).items(), evaluation["per_prompt"]
     done = {(row["item_id"], row["k"]) for row in store.eval_samples(evaluation["id"])}
-    todo = [(item, k) for item in items for k in range(evaluation["per_prompt"]) if (item.id, k) not in done]
+    todo = [(evaluation["seed"] + place * per_prompt + k, item, k) for place, item in enumerate(items)
+            for k in range(per_prompt) if (item.id, k) not in done]
     todo = todo[:limit] if limit is not None else todo
     if not todo:
         return 0
-    check_references(sorted({item.reference for item, _ in todo}))
+    check_references(sorted({item.reference for _, item, _ in todo}))
     pipe = MODELS.get(model or recorded_model(evaluation), memory)
     folder = store.home / "evals" / str(evaluation["id"]) / "samples"
     import torch
 
-    for count, (item, k) in enumerate(todo, 1):
-        seed = evaluation["seed"] + k
+    for count, (seed, item, k) in enumerate(todo, 1):
         image = pipe(item.reference, item.prompt, height=evaluation["size"], width=evaluation["size"],
                      num_inference_steps=evaluation["steps"], generator=torch.Generator().manual_seed(seed)).images[0]
         path = folder / item.subject_id / f"{item.prompt_index}-{k}.png"
@@ -149,39 +210,63 @@ def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = 
     return len(todo)
 
 
-def judge_samples(store: Store, eval_id, judge: DreamBenchJudge, runs: int = 3, templates: str | None = None, concurrency: int = 4,
-          on_progress: Callable[[int, int], None] | None = None) -> int:
-    """Score every sample `runs` times (skipping what this judge and these templates scored already);
-    returns how many judgements were added. Failures are recorded as such, never as scores."""
+def judge_samples(store: Store, eval_id, judge: Judge, runs: int = 3, concurrency: int = 4,
+                  on_progress: Callable[[int, int], None] | None = None) -> JudgeRun:
+    """Score every sample `runs` times (skipping what this judge and method scored already). Failures are
+    recorded as such, never as scores; a judge that scores nothing raises `JudgeFailed` with its message.
+
+    The first sample is asked alone: a judge that cannot answer it (unreachable, a refused key, a wrong
+    model) ends the stage there, before every other sample fails the same way, and nothing is recorded."""
     if runs < 1 or concurrency < 1:
         raise UserInputError("runs and concurrency must be at least 1")
     evaluation = get_eval(store, eval_id)
-    template_set = load_templates(templates)
     samples = store.eval_samples(evaluation["id"])
     if not samples:
         raise UserInputError(f"evaluation {evaluation['name']!r} has no samples yet: run `dsd eval sample` first")
+    subjects = {subject.id: subject.name for subject in load_benchmark(evaluation["benchmark"]).subjects}
     scored = {(row["item_id"], row["k"], row["run"])
-              for row in store.scored_judgements(evaluation["id"], judge.name, template_set.templates_hash)}
+              for row in store.scored_judgements(evaluation["id"], judge.name, judge.method_hash)}
     # Runs one after another: the protocol's runs are independent repetitions of the whole set.
     todo = [(run, row) for run in range(runs) for row in samples if (row["item_id"], row["k"], run) not in scored]
+    if not todo:
+        return JudgeRun(0)
 
     def one(task):
         run, row = task
-        with PIL.Image.open(row["reference"]) as reference, PIL.Image.open(row["path"]) as generated:
-            result = judge_item(judge.provider, template_set, reference=reference.convert("RGB"),
-                                generated=generated.convert("RGB"), prompt=row["prompt"], category=row["category"])
-        return run, row, result
+        try:
+            with PIL.Image.open(row["reference"]) as reference, PIL.Image.open(row["path"]) as generated:
+                return judge.score(reference=reference.convert("RGB"), generated=generated.convert("RGB"),
+                                   prompt=row["prompt"], category=row["category"], subject=subjects.get(row["subject_id"], ""))
+        except ProviderError as error:
+            if is_auth_failure(error):  # a refused key fails every sample alike
+                raise JudgeFailed(f"judging stopped: {error}") from None
+            raise
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval-judge") as pool:
-        for count, (run, row, result) in enumerate(pool.map(one, todo), 1):
+    first = one(todo[0])
+    if first.unanswered:
+        raise JudgeFailed(f"judging stopped, nothing scored: {first_error(first)}")
+    failed, first_failure = 0, ""
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval-judge")
+    try:
+        for count, ((run, row), result) in enumerate(zip(todo, chain([first], pool.map(one, todo[1:]))), 1):
             store.replace_judgement({
                 "eval_id": evaluation["id"], "item_id": row["item_id"], "k": row["k"], "run": run,
                 "cp": result.cp, "pf": result.pf, "cp_debiased": result.cp_debiased, "judge": judge.name,
-                "endpoint": judge.endpoint, "templates_hash": template_set.templates_hash,
-                "templates_source": template_set.source, "replies": result.replies, "errors": result.errors})
+                "endpoint": judge.endpoint, "templates_hash": judge.method_hash, "templates_source": judge.method,
+                "replies": result.replies, "errors": result.errors})
+            if result.cp is None or result.pf is None:
+                failed, first_failure = failed + 1, first_failure or first_error(result)
             if on_progress:
                 on_progress(count, len(todo))
-    return len(todo)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a refused key: the samples not asked yet are not asked
+    if failed == len(todo):
+        raise JudgeFailed(f"the judge failed all {failed} judgements, nothing scored (first: {first_failure})")
+    return JudgeRun(len(todo), failed, first_failure)
+
+
+def first_error(judgement: Judgement) -> str:
+    return next(iter(judgement.errors.values()), "no score")
 
 
 def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | None = None, dinov2: str | None = None,
@@ -212,14 +297,15 @@ def feature_metrics(store: Store, eval_id, clip: str | None = None, dino: str | 
 
 
 def judge_records(store: Store, evaluation: dict, judge_name: str | None = None) -> tuple[list[dict], dict]:
-    """The judgements of one judge (default: the newest used) as `summarize` records, and their provenance."""
+    """The judgements of one judge (default: the newest that scored anything, else the newest used) as
+    `summarize` records, and their provenance."""
     rows = store.eval_judgements(evaluation["id"])
     if judge_name:
         rows = [row for row in rows if row["judge"] == judge_name]
     if not rows:
         raise UserInputError(f"evaluation {evaluation['name']!r} has no judgements"
                              + (f" by {judge_name}" if judge_name else "") + ": run `dsd eval judge` first")
-    newest = rows[-1]
+    newest = ([row for row in rows if row["cp"] is not None and row["pf"] is not None] or rows)[-1]
     rows = [row for row in rows if (row["judge"], row["templates_hash"]) == (newest["judge"], newest["templates_hash"])]
     samples = {(row["item_id"], row["k"]): row for row in store.eval_samples(evaluation["id"])}
     records = [{"item_id": f"{row['item_id']}~{row['k']}", "run": row["run"], "cp": row["cp"], "pf": row["pf"],
@@ -255,7 +341,9 @@ def report(store: Store, eval_id, runs: int | None = None, judge_name: str | Non
 
 def describe_judge(provenance: dict) -> str:
     where = provenance["endpoint"] + (" (a local endpoint: not a published judge)" if provenance["local_endpoint"] else "")
-    return f"judge {provenance['judge']} at {where}, templates {provenance['templates']} {provenance['templates_hash']}"
+    method = provenance["templates"]
+    asked = f"templates {method}" if method in TEMPLATE_SOURCES else method  # a judge that is not a VLM names its own
+    return f"judge {provenance['judge']} at {where}, {asked} {provenance['templates_hash']}"
 
 
 def markdown_table(result: dict) -> str:

@@ -6,11 +6,15 @@ import time
 import pytest
 from gradio_client import Client
 
+from mini.benchmark import write_benchmark
 from mini.embedded import with_embedded
 from pipeline.evaluation import stages as evaluation
+from pipeline.evaluation.dreambench import BUILTIN
+from pipeline.evaluation.stages import get_eval
 from pipeline.generation.weights import ModelSpec
 from pipeline.store import Store
-from tests.pipeline.evaluation.test_stages import ScriptedJudge
+from tests.pipeline.evaluation.test_stages import ScriptedJudge, closed_port_url
+from studio.views import NO_EVALUATIONS, results_view, sample_view
 from tests.studio.conftest import TIMEOUT_MS, save_screenshot
 
 EMBEDDED = with_embedded(ModelSpec())  # the model the studio runs when none is named
@@ -35,8 +39,8 @@ def test_sample_and_judge_run_as_jobs_and_the_results_equal_the_report(start_stu
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # before the judge job starts: the child inherits it
     with start_studio(tmp_path) as studio:
         client = Client(studio.url, verbose=False)
-        job_id, message = client.predict(name="api-eval", benchmark="", base="", dsd="", run=None, per_prompt=1,
-                                         seed=3, size=64, steps=2, api_name="/eval_sample")
+        job_id, message = client.predict(name="api-eval", benchmark=str(BUILTIN), base="", dsd="", run=None,
+                                         per_prompt=1, seed=3, size=64, steps=2, api_name="/eval_sample")
         assert f"Started job {job_id}" in message and "--size 64" in message
         assert "api-eval" in client.predict(api_name="/eval_names")  # made at once, before the job ends
         _, pending, _, _ = client.predict(name="api-eval", api_name="/eval_results")
@@ -51,7 +55,7 @@ def test_sample_and_judge_run_as_jobs_and_the_results_equal_the_report(start_stu
         assert row[1:3] == ["judge", "done"], (row, log)
         table, provenance, markdown, chart = client.predict(name="api-eval", api_name="/eval_results")
 
-        with pytest.raises(Exception, match="--judge-url"):
+        with pytest.raises(Exception, match="needs both Judge URL and Judge model"):
             client.predict(name="api-eval", judge_url="", judge_model="lonely-model", judge_spec="", runs=1,
                            concurrency=1, api_name="/eval_judge")
         with pytest.raises(Exception, match="no evaluation"):
@@ -70,6 +74,71 @@ def test_sample_and_judge_run_as_jobs_and_the_results_equal_the_report(start_stu
         category: figures["cp"]["mean"] for category, figures in expected["by_category"].items()}
     assert view["output"].endswith(".png") and "Prompt:" in view["caption"]
     assert len(view["scores"]) == 2 and view["scores"][0][4].startswith("Same subject")  # the judge's reasoning
+
+
+def test_on_the_miniature_sample_judge_and_results_need_no_endpoint(start_studio, tmp_path):
+    """Blank fields: the model's own size, the world benchmark (a small one here, for time) and the miniature's
+    attribute judge. The Results view opens with a hint before the first evaluation."""
+    world = write_benchmark(tmp_path / "world", per_mode=1)
+    with start_studio(tmp_path / "home") as studio:
+        client = Client(studio.url, verbose=False)
+        _, opening, _, _ = client.predict(name="", api_name="/eval_results")
+        assert opening == NO_EVALUATIONS
+        job_id, message = client.predict(name="world", benchmark=str(world), base="", dsd="", run=None,
+                                         per_prompt=1, seed=0, size=None, steps=2, api_name="/eval_sample")
+        assert "--size" not in message  # the model's own: 64 px on the miniature
+        row, log = wait_for_job(client, job_id)
+        assert row[1:4] == ["sample", "done", "3/3"], (row, log)
+        job_id, message = client.predict(name="world", judge_url="", judge_model="", judge_spec="", runs=1,
+                                         concurrency=2, api_name="/eval_judge")
+        row, log = wait_for_job(client, job_id)
+        assert row[1:3] == ["judge", "done"], (row, log)
+        table, provenance, _, chart = client.predict(name="world", api_name="/eval_results")
+        assert client.predict(name="", api_name="/eval_results")[1] == "Pick an evaluation."
+    assert get_eval(Store(tmp_path / "home"), "world")["size"] == 64
+    assert "mini-judge:" in provenance and "attribute readings" in provenance and "3/3" in provenance
+    assert set(figures(table)) >= {"CP", "PF", "CP·PF"}
+    assert {category for category, _ in chart["data"]} == {"identity", "relight", "instruct"}
+
+
+def test_a_judge_that_cannot_be_reached_fails_its_job_in_the_tabs_words(start_studio, tmp_path, monkeypatch):
+    """Through the real client, on a port where nothing listens: the job fails at the first sample, its error
+    names the tab's field, and the results and samples still show (no red boxes, no blank browser)."""
+    store = Store(tmp_path)
+    eval_id = evaluation.create_eval(store, "photos", size=64, steps=1)
+    evaluation.sample_items(store, eval_id, limit=2, model=EMBEDDED)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with start_studio(tmp_path) as studio:
+        client = Client(studio.url, verbose=False)
+        job_id, _ = client.predict(name="photos", judge_url=closed_port_url(), judge_model="nobody-home",
+                                   judge_spec="", runs=3, concurrency=4, api_name="/eval_judge")
+        row, log = wait_for_job(client, job_id)
+        _, note, _, _ = client.predict(name="photos", api_name="/eval_results")
+        view = client.predict(name="photos", index=1, api_name="/eval_sample_view")
+        with pytest.raises(Exception, match="choose a judge for evaluation 'photos': Judge URL and Judge model"):
+            client.predict(name="photos", judge_url="", judge_model="", judge_spec="", runs=1, concurrency=1,
+                           api_name="/eval_judge")
+    assert row[2] == "failed", (row, log)
+    assert row[5].startswith("judging stopped, nothing scored: ") and row[5].endswith(
+        "cannot be reached; check the network connection and Judge URL."), row
+    assert "--judge" not in row[5] and row[5].count("\n") == 0
+    assert "no judgements yet" in note  # nothing was recorded
+    assert view["output"].endswith(".png") and "2 of 2" in view["caption"]
+
+
+def test_a_judge_that_failed_every_sample_is_said_so_in_results_and_samples(fake_api, monkeypatch, tmp_path):
+    store = Store(tmp_path)
+    eval_id = evaluation.create_eval(store, "scoreless", size=64, steps=1)
+    evaluation.sample_items(store, eval_id, limit=2, model=EMBEDDED)
+    fake_api.reply = lambda body: "A picture."
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(evaluation.JudgeFailed, match="failed all 2 judgements"):
+        evaluation.judge_samples(store, eval_id, evaluation.judge_from_options(fake_api.openai_base_url, "mute"), runs=1)
+    figures_shown, note, _, chart = results_view(store, "scoreless")
+    assert figures_shown == [] and chart.empty
+    assert note.startswith("Evaluation **scoreless**: the judge failed all 2 judgements (last: ")
+    scores = sample_view(store, "scoreless", 0)[4]
+    assert scores[0][2] is None and scores[0][4].startswith("failed: openai:mute") and "no 'Score: N' line" in scores[0][4]
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,8 @@ def test_the_sample_form_gives_absolute_folders_or_a_training_run(tmp_path):
                                     steps=10)
     assert by_run == SampleStage(name="run check", run=4)
     assert "--run 4" in by_run.shell_line() and "--base" not in by_run.shell_line()
+    # the tab's blank fields: no run (a Number may send 0), the model's own size and steps
+    assert sample_stage("blank", run=0, size=None, steps="") == SampleStage(name="blank")
 
 
 BAD_SAMPLE_FIELDS = [
@@ -106,12 +108,13 @@ def test_the_judge_form_builds_its_judge_before_a_job_starts(monkeypatch):
     by_url = judge_stage("eval", " http://127.0.0.1:9/v1 ", "qwen", "gemini:ignored", 1.0, 2.0)
     assert by_url == JudgeStage(evaluation="eval", judge_url="http://127.0.0.1:9/v1", judge_model="qwen", runs=1,
                                 concurrency=2)
-    with pytest.raises(UserInputError, match="needs both --judge-url URL and --judge-model NAME"):
+    with pytest.raises(UserInputError, match="needs both Judge URL and Judge model"):  # the tab's fields
         judge_stage("eval", judge_model="lonely-model")
     with pytest.raises(UserInputError, match="GEMINI_API_KEY"):
         judge_stage("eval", judge_spec="gemini:gemini-2.5-pro")
-    with pytest.raises(UserInputError, match="choose a judge"):
-        judge_stage("eval")
+    with pytest.raises(UserInputError, match="no miniature judge in '/nowhere'"):
+        judge_stage("eval", judge_spec="mini:/nowhere")
+    assert judge_stage("eval") == JudgeStage(evaluation="eval")  # the evaluation's own judge, which the tab checks
 
 
 def test_the_metrics_form_needs_one_checkpoint_folder(tmp_path):

@@ -81,7 +81,7 @@ def sampled(tmp_path_factory):
 def test_samples_are_one_per_prompt_at_recorded_seeds(sampled):
     store, eval_id = sampled
     rows = store.eval_samples(eval_id)
-    assert len(rows) == 36 and {row["seed"] for row in rows} == {7}
+    assert len(rows) == 36 and [row["seed"] for row in rows] == list(range(7, 7 + 36))  # the seed plus its place
     assert all(Image.open(row["path"]).size == (64, 64) for row in rows)
     assert {row["item_id"] for row in rows} == {item.id for item in load_benchmark(BUILTIN).items()}
 
@@ -95,8 +95,8 @@ def test_the_report_equals_the_scripted_scores_computed_by_hand(sampled, fake_ap
     store, eval_id = sampled
     fake_api.reply = ScriptedJudge()
     judge = judge_with(fake_api, monkeypatch)
-    assert evaluation.judge_samples(store, eval_id, judge, runs=RUNS, concurrency=4) == 36 * RUNS
-    assert evaluation.judge_samples(store, eval_id, judge, runs=RUNS) == 0  # a rerun repeats no call
+    assert evaluation.judge_samples(store, eval_id, judge, runs=RUNS, concurrency=4) == evaluation.JudgeRun(36 * RUNS)
+    assert evaluation.judge_samples(store, eval_id, judge, runs=RUNS).added == 0  # a rerun repeats no call
 
     items = load_benchmark(BUILTIN).items()
     cp_run = statistics.mean(CP_BY_CATEGORY[item.category] / 4 for item in items)
@@ -128,9 +128,10 @@ def test_failed_items_refuse_the_report_until_a_partial_one_is_asked_for(sampled
     store, eval_id = sampled
     fake_api.reply = ScriptedJudge(bad_pf_kind="imaginative")
     judge = judge_with(fake_api, monkeypatch, model="flaky-judge")
-    evaluation.judge_samples(store, eval_id, judge, runs=1)
+    done = evaluation.judge_samples(store, eval_id, judge, runs=1)
     failed = [row for row in store.eval_judgements(eval_id) if row["judge"] == "flaky-judge" and row["pf"] is None]
     assert len(failed) == 8 and all("pf" in row["errors"] for row in failed)  # 4 subjects x 2 imaginative prompts
+    assert (done.added, done.failed) == (36, 8) and "(8 failed, first: " in done.summary(judge)
     with pytest.raises(UserInputError, match="scored 28 of 36"):
         evaluation.report(store, eval_id, judge_name="flaky-judge")
     partial = evaluation.report(store, eval_id, judge_name="flaky-judge", allow_partial=True)
@@ -189,3 +190,53 @@ def test_a_benchmark_reference_that_is_not_a_picture_is_named_before_sampling(tm
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"benchmark reference {broken}: this file is not a picture" in result.stderr
     assert not (home / "evals").exists()
+
+
+def closed_port_url() -> str:
+    """An OpenAI-compatible URL on 127.0.0.1 where nothing listens."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_a_judge_that_cannot_be_reached_fails_at_the_first_sample_and_records_nothing(sampled, monkeypatch):
+    """Through the real client: the first sample is asked alone, so the other 35 are never sent."""
+    import time
+
+    store, eval_id = sampled
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    judge = evaluation.judge_from_options(closed_port_url(), "nobody-home")
+    started = time.monotonic()
+    with pytest.raises(evaluation.JudgeFailed, match="nothing scored: .*cannot be reached"):
+        evaluation.judge_samples(store, eval_id, judge, runs=3, concurrency=4)
+    assert time.monotonic() - started < 30  # one sample's calls (and the SDK's retries), not 108 samples'
+    assert [row for row in store.eval_judgements(eval_id) if row["judge"] == "nobody-home"] == []
+
+
+def test_a_judge_that_answers_without_scores_fails_the_stage_with_its_count(sampled, fake_api, monkeypatch):
+    store, eval_id = sampled
+    fake_api.reply = ScriptedJudge()
+    evaluation.judge_samples(store, eval_id, judge_with(fake_api, monkeypatch), runs=1)  # a judge that scored
+    fake_api.reply = lambda body: "It is a picture."
+    judge = judge_with(fake_api, monkeypatch, model="scoreless-judge")
+    with pytest.raises(evaluation.JudgeFailed, match="failed all 36 judgements, nothing scored .*no 'Score: N' line"):
+        evaluation.judge_samples(store, eval_id, judge, runs=1, concurrency=4)
+    failed = [row for row in store.eval_judgements(eval_id) if row["judge"] == "scoreless-judge"]
+    assert len(failed) == 36 and all(row["cp"] is None for row in failed)  # recorded as failures, never as scores
+    assert evaluation.report(store, eval_id, allow_partial=True)["provenance"]["judge"] != "scoreless-judge"  # the
+    # report is the newest judge's that scored anything
+
+
+def test_the_cli_says_which_flag_to_fix_when_the_judge_cannot_be_reached(sampled):
+    import os
+
+    store, _ = sampled
+    result = subprocess.run([sys.executable, "-m", "studio.cli", "--home", str(store.home), "eval", "judge", "tiny",
+                             "--judge-url", closed_port_url(), "--judge-model", "nobody-home", "--runs", "1"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert "cannot be reached; check the network connection and --judge-url." in result.stderr
