@@ -159,7 +159,8 @@ def wheel_stage(stage, limit=None, source="", writer="", layout="2x2", teacher="
     blank steps the teacher's own."""
     if stage not in RUNNABLE_STAGES:
         raise UserInputError(f"unknown stage {stage!r}: use one of {', '.join(RUNNABLE_STAGES)}")
-    limit = None if limit in (None, "") else whole_number("limit", limit)
+    # A blank Number reaches the server as 0 from the browser (None only through the API): both mean no limit.
+    limit = None if limit in (None, "", 0) else whole_number("limit", limit)
     if stage == "captions":
         return CaptionsStage(source=caption_file(source), limit=limit)
     if stage == "prompts":
@@ -195,8 +196,8 @@ def sample_stage(name, benchmark="", base="", dsd="", run=None, per_prompt=1, se
         run, base, dsd = None, existing_folder("base", base), existing_folder("dsd", dsd)
     seed = whole_number("seed", seed, minimum=0)
     per_prompt = whole_number("pictures per prompt", per_prompt)
-    size = None if size in (None, "") else whole_number("size", size, 16)
-    steps = None if steps in (None, "") else whole_number("steps", steps)
+    size = None if size in (None, "", 0) else whole_number("size", size, 16)  # the browser sends a blank as 0
+    steps = None if steps in (None, "", 0) else whole_number("steps", steps)
     if size and size % 16:
         raise UserInputError(f"size {size}: give a multiple of 16, or leave it blank for the model's own")
     return SampleStage(name=name, benchmark=benchmark, base=base, dsd=dsd, run=run, per_prompt=per_prompt,

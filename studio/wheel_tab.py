@@ -59,7 +59,7 @@ def run_form() -> SimpleNamespace:
     f = SimpleNamespace()
     with gr.Row():
         f.stage = gr.Dropdown(list(RUNNABLE_STAGES), value="captions", label="Stage", elem_id="wheel-stage")
-        f.limit = gr.Number(None, label="Limit", info="blank: everything pending", precision=0, elem_id="wheel-limit")
+        f.limit = gr.Number(None, label="Limit", info="blank or 0: everything pending", precision=0, elem_id="wheel-limit")
     with gr.Group(visible=True) as f.captions:
         f.source = gr.Textbox("", label="Caption file", placeholder="blank: the miniature's world; or a txt, csv, jsonl "
                               "or parquet file on the server", elem_id="wheel-source")
@@ -138,14 +138,14 @@ def run_panel() -> SimpleNamespace:
 def build(settings: Settings) -> None:
     """Lay out the tab inside the current Blocks and wire its events."""
     store = Store(settings.home)
-    with gr.Tabs():
-        with gr.Tab("Review pairs", id="wheel-review"):
-            v = review_panel()
+    with gr.Tabs():  # a new data folder has nothing to review: the tab opens on the stages
         with gr.Tab("Run stages", id="wheel-run"):
             r = run_panel()
+        with gr.Tab("Review pairs", id="wheel-review") as review_tab:
+            v = review_panel()
     timer = gr.Timer(1.0)
     wire_run(store, r, timer)
-    wire_review(store, v)
+    wire_review(store, v, review_tab)
     gr.on(None, None, js=PAGE_JS, api_visibility="private")
 
 
@@ -199,7 +199,7 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
     r.jobs.select(selected_id, None, r.job, api_visibility="private")
 
 
-def wire_review(store: Store, v: SimpleNamespace) -> None:
+def wire_review(store: Store, v: SimpleNamespace, review_tab: gr.Tab) -> None:
     view = [v.index, v.reference, v.target, v.grid, v.position, v.verdict_text, v.review_text, v.note, v.pair_id]
     filters = [v.verdict, v.min_confidence, v.review, v.disagreement]
 
@@ -233,6 +233,9 @@ def wire_review(store: Store, v: SimpleNamespace) -> None:
 
     # No triggers: on page load and whenever a filter changes.
     gr.on(None, wheel_pairs, filters, [v.table, v.ids], api_name="wheel_pairs", trigger_mode="always_last").then(
+        show, [v.ids], view, api_visibility="private")
+    # Pairs made since the page opened (a stage run from the Run tab) show when the Review tab is opened.
+    review_tab.select(wheel_pairs, filters, [v.table, v.ids], api_visibility="private").then(
         show, [v.ids], view, api_visibility="private")
     gr.api(wheel_review, api_name="wheel_review")
     v.previous.click(lambda ids, index: show(ids, index, -1), [v.ids, v.index], view, api_visibility="private")

@@ -80,6 +80,9 @@ def test_the_sample_form_gives_absolute_folders_or_a_training_run(tmp_path):
     assert "--run 4" in by_run.shell_line() and "--base" not in by_run.shell_line()
     # the tab's blank fields: no run (a Number may send 0), the model's own size and steps
     assert sample_stage("blank", run=0, size=None, steps="") == SampleStage(name="blank")
+    # what the browser sends for the same blank fields (a blank Number arrives as 0)
+    assert sample_stage("blank", run=0, size=0, steps=0) == SampleStage(name="blank")
+    assert wheel_stage("captions", 0) == wheel_stage("captions", None) == CaptionsStage(limit=None)
 
 
 BAD_SAMPLE_FIELDS = [
