@@ -17,6 +17,14 @@ JUDGE_FLAGS = {"url": "--judge-url", "model": "--judge-model", "spec": "--judge"
 JUDGE_FIELDS = {"url": "Judge URL", "model": "Judge model", "spec": "Or judge"}  # the Evaluate tab's labels
 
 
+def default_evaluation_name(settings) -> str:
+    """The Evaluate tab's first name, so that Sample, Judge and Results work on the first press: the model's."""
+    from mini.embedded import is_miniature
+    from studio.resolve import resolve_model
+
+    return "miniature" if is_miniature(resolve_model(settings.model)) else "dsd"
+
+
 def sample_defaults(home: Path, base: str | None, dsd: str | None, benchmark: str | None, size: int | None,
                     steps: int | None) -> tuple[str | None, int, int]:
     """(benchmark folder, size, steps) of an evaluation of `base` and `dsd` (blank: the embedded model); a

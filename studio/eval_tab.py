@@ -15,7 +15,7 @@ from pipeline.evaluation import stages as evaluation
 from pipeline.generation.generate import Settings
 from pipeline.jobs import reconcile
 from pipeline.store import Store
-from studio.eval_defaults import JUDGE_FIELDS, evaluation_judge
+from studio.eval_defaults import JUDGE_FIELDS, default_evaluation_name, evaluation_judge
 from studio.forms import judge_stage, metrics_stage, sample_stage
 from studio.shared import selected_id, shown_as_gr_error, start_stage, stop_job
 from studio.views import (
@@ -32,10 +32,11 @@ from studio.views import (
 # layout
 
 
-def run_panel() -> SimpleNamespace:
+def run_panel(name: str = "") -> SimpleNamespace:
     r = SimpleNamespace()
     with gr.Row():
-        r.name = gr.Textbox("", label="Evaluation name", elem_id="eval-name")
+        r.name = gr.Textbox(name, label="Evaluation name", elem_id="eval-name",
+                            info="Sample again under the same name to continue it; Judge and Results use it too")
         r.benchmark = gr.Textbox("", label="Benchmark folder", elem_id="eval-benchmark",
                                  placeholder="blank: the miniature's world benchmark on the embedded model, "
                                              "else the built-in photo set")
@@ -126,7 +127,7 @@ def build(settings: Settings) -> None:
         with gr.Tab("Samples", id="eval-samples"):
             s = samples_panel()
         with gr.Tab("Run", id="eval-run"):
-            r = run_panel()
+            r = run_panel(default_evaluation_name(settings))
     timer = gr.Timer(1.0)
     wire_run(store, r, timer)
     wire_results(store, p, s, timer)
