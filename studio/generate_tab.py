@@ -174,7 +174,7 @@ def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None =
         with gr.Column(scale=1):
             r = results()
     examples = gr.Examples(examples_for(resolve_model(settings.model)), inputs=[f.reference, f.mode, f.prompt],
-                           cache_examples=False)
+                           cache_examples=False, elem_id="examples")
     h = history_panel()
 
     generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate

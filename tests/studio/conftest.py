@@ -80,10 +80,11 @@ def save_screenshot(page, name: str) -> None:
     artifact = ROOT / "test-artifacts" / name
     artifact.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(artifact), full_page=True)
-    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1":
+    if os.environ.get("DSD_UPDATE_SCREENSHOT") == "1" and name in README_NAMES:
         shutil.copyfile(artifact, ROOT / "docs" / README_NAMES[name])
 
 
+# The README's pictures of the four tabs, all from the first-hour test's run (test_first_hour.py).
 README_NAMES = {"studio-generate.png": "studio.png", "wheel-review.png": "wheel.png", "train-tab.png": "train.png",
                 "eval-tab.png": "evaluate.png"}
 

@@ -34,7 +34,7 @@ def test_generate_in_the_browser(browser, studio):
     expect(page.locator("#history-details")).to_contain_text(str(row["seed"]))
     assert row["params"]["steps"] == 20 and (row["params"]["width"], row["params"]["height"]) == (64, 64)
 
-    save_screenshot(page, "studio-generate.png")
+    save_screenshot(page, "generate-upload.png")
 
     page.get_by_label("Relighting").check()
     expect(page.locator("#mode-hint")).to_contain_text(MODES["relight"].hint)

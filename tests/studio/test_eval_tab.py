@@ -180,7 +180,7 @@ def test_pick_an_evaluation_and_see_its_figures_and_chart(browser, start_studio,
         expect(page.locator("#eval-provenance-b")).to_contain_text("no judgements yet")
         expect(page.locator("#eval-table")).to_contain_text("DSD (paper, GPT-4o)")
         expect(page.locator("#eval-chart canvas, #eval-chart svg").first).to_be_visible()
-        save_screenshot(page, "eval-tab.png")
+        save_screenshot(page, "eval-figures.png")
 
         page.get_by_role("tab", name="Samples").click()
         expect(page.locator("#eval-caption")).to_contain_text("1 of 8")

@@ -39,7 +39,7 @@ def test_start_watch_and_stop_a_cpu_run_from_the_form(browser, start_studio, tmp
             page.locator("#train-stop").click()
             expect(page.locator("#train-message")).to_contain_text("run 1 saves a checkpoint and stops")
             expect(runs.locator("tbody tr").first).to_contain_text("stopped", timeout=TIMEOUT_MS)
-            save_screenshot(page, "train-tab.png")
+            save_screenshot(page, "train-form.png")
         finally:
             page.close()
             try:

@@ -26,6 +26,7 @@ def test_review_pairs_from_the_keyboard(browser, wheel_studio):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(wheel_studio.url)
     page.get_by_role("tab", name="Data wheel").click()
+    page.get_by_role("tab", name="Review pairs").click()
 
     for picture in ("reference", "target", "grid"):
         expect(page.locator(f"#wheel-{picture} img")).to_be_visible()
@@ -45,7 +46,7 @@ def test_review_pairs_from_the_keyboard(browser, wheel_studio):
     assert store.wheel_counts()["reviews"] == 1, "typing in the note box must not trigger shortcuts"
     expect(page.locator("#wheel-review-state")).to_contain_text("Not reviewed yet")
 
-    save_screenshot(page, "wheel-review.png")
+    save_screenshot(page, "wheel-keyboard.png")
 
     page.keyboard.press("k")
     expect(position).to_contain_text(f"1 of {total}")
