@@ -173,9 +173,11 @@ def check_references(paths: list[Path]) -> None:
 
 
 def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = "auto",
-                 on_progress: Callable[[int, int], None] | None = None, model: "ModelSpec | None" = None) -> int:
+                 on_progress: Callable[[int, int], None] | None = None, model: "ModelSpec | None" = None,
+                 should_stop: Callable[[], bool] | None = None) -> int:
     """Generate the samples not made yet (at most `limit`); returns how many were made. `model` is the
-    evaluation's recorded model with its blanks filled by the caller (default: as recorded).
+    evaluation's recorded model with its blanks filled by the caller (default: as recorded). `should_stop`
+    is asked before each picture (a job's Stop): what was made is kept, and a rerun makes the rest.
 
     Every picture has a seed of its own, the evaluation's seed plus its place in the benchmark (prompt by
     prompt, K pictures each): no two prompts start from the same noise, and a picture is drawn alike
@@ -196,6 +198,8 @@ def sample_items(store: Store, eval_id, limit: int | None = None, memory: str = 
     import torch
 
     for count, (seed, item, k) in enumerate(todo, 1):
+        if should_stop and should_stop():
+            return count - 1
         image = pipe(item.reference, item.prompt, height=evaluation["size"], width=evaluation["size"],
                      num_inference_steps=evaluation["steps"], generator=torch.Generator().manual_seed(seed)).images[0]
         path = folder / item.subject_id / f"{item.prompt_index}-{k}.png"

@@ -40,7 +40,9 @@ def run_stage(store, stage: StageSettings, reporter, names: dict = JUDGE_FLAGS) 
         case SampleStage():
             eval_id = stage.evaluation_id(store)
             model = resolve_model(evaluation.recorded_model(evaluation.get_eval(store, eval_id)))
-            made = evaluation.sample_items(store, eval_id, stage.limit, on_progress=progress, model=model)
+            made = evaluation.sample_items(store, eval_id, stage.limit, on_progress=progress, model=model,
+                                           should_stop=reporter.should_stop)
+            reporter.stopped = reporter.should_stop()
             return (f"evaluation {eval_id} ({stage.name}): {made} new pictures, "
                     f"{store.count_eval_samples(eval_id)} in all")
         case JudgeStage():

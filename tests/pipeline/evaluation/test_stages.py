@@ -73,7 +73,10 @@ def sampled(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("eval-home"))
     eval_id = evaluation.create_eval(store, "tiny", size=64, steps=2, seed=7)
     assert evaluation.sample_items(store, eval_id, limit=10, model=EMBEDDED) == 10  # resumable: the rest next time
-    assert evaluation.sample_items(store, eval_id, model=EMBEDDED) == 26
+    # A Stop (asked before each picture) ends it between pictures, keeping what it made.
+    stop_at_13 = lambda: store.count_eval_samples(eval_id) >= 13  # noqa: E731
+    assert evaluation.sample_items(store, eval_id, model=EMBEDDED, should_stop=stop_at_13) == 3
+    assert evaluation.sample_items(store, eval_id, model=EMBEDDED) == 23
     assert evaluation.sample_items(store, eval_id, model=EMBEDDED) == 0
     return store, eval_id
 
