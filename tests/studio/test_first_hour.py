@@ -138,6 +138,13 @@ def train_stop_and_resume(page, store: Store) -> None:
     assert losses == list(range(1, done["total_steps"] + 1)), "the resumed run continues where it stopped"
     expect(page.locator("#train-sample-grid img")).to_be_visible(timeout=LONG_MS)
     expect(page.locator("#train-runs tbody tr").first).to_contain_text("done", timeout=LONG_MS)
+    # A line per loss (the whole canvas, each half), named in the legend (a plot that lost its colours has none).
+    expect(page.locator("#train-loss .mark-line path")).to_have_count(3)
+    for name in ("loss_reference", "loss_target"):
+        expect(page.locator("#train-loss .role-legend")).to_contain_text(name)
+    expect(page.locator("#train-command textarea")).to_have_value(launcher.command_line(done))
+    expect(page.locator("#train-command").get_by_role("button", name="Copy")).to_be_visible()
+    assert done["config"]["rank"] == 8 and done["config"]["alpha"] is None, "a blank field is the default, not 0"
     save_screenshot(page, "train-tab.png")
 
 
