@@ -45,6 +45,18 @@ def examples_for(spec: ModelSpec) -> list[list[str]]:
     return [[str(path), mode, prompt] for path, mode, prompt in examples]
 
 
+def example_prompt(mode: str, spec: ModelSpec) -> str:
+    """The Prompt field's placeholder for `mode`: on the miniature its example in the world's words (a FLUX
+    prompt is one it cannot draw), else the mode's own."""
+    if is_miniature(spec):
+        return next(prompt for _, example_mode, prompt in MINI_EXAMPLES if example_mode == mode)
+    return get_mode(mode).example
+
+
+def size_info(sampling: dict) -> str:
+    return f"its own: {size_text(sampling)}; or W or WIDTHxHEIGHT, multiples of 16"
+
+
 def size_text(sampling: dict) -> str:
     """A model's own size as the Size field writes it: 512, or 512x768."""
     width, height = sampling["width"], sampling["height"]
@@ -54,12 +66,12 @@ def size_text(sampling: dict) -> str:
 # a mode's defaults, as component updates
 
 
-def mode_defaults(mode: str):
-    """The hint, the example prompt and the guidance defaults of a mode, as component updates."""
+def mode_defaults(mode: str, spec: ModelSpec):
+    """The hint, the example prompt (for the model `spec`) and the guidance defaults of a mode, as component updates."""
     preset = get_mode(mode)
     return (
         gr.Markdown(preset.hint),
-        gr.Textbox(placeholder=preset.example),
+        gr.Textbox(placeholder=example_prompt(mode, spec)),
         gr.Slider(value=preset.image_guidance),
         gr.Slider(value=preset.text_guidance),
     )
@@ -78,12 +90,11 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
     f.reference = gr.Image(label="Reference picture", type="filepath", height=320, elem_id="reference")
     f.mode = gr.Radio([(m.label, m.name) for m in MODES.values()], value=first.name, label="Mode", elem_id="mode")
     f.hint = gr.Markdown(first.hint, elem_id="mode-hint")
-    f.prompt = gr.Textbox(label="Prompt", placeholder=first.example, lines=3, elem_id="prompt")
+    f.prompt = gr.Textbox(label="Prompt", placeholder=example_prompt(first.name, model), lines=3, elem_id="prompt")
     # Without the Model panel (public mode) the model cannot change: the words only for the miniature.
     f.words = world_words(is_miniature(model)) if not public or is_miniature(model) else None
     with gr.Row():
-        f.size = gr.Textbox(size_text(sampling), label="Size", info="512 or WIDTHxHEIGHT, multiples of 16",
-                            elem_id="size")
+        f.size = gr.Textbox(size_text(sampling), label="Size", info=size_info(sampling), elem_id="size")
         f.steps = gr.Slider(1, 100, value=sampling["steps"], step=1, label="Steps", elem_id="steps")
         f.num_images = gr.Slider(1, 8, value=1, step=1, label="Pictures", elem_id="num-images")
     with gr.Row():
@@ -180,8 +191,13 @@ def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None =
     generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate
     inputs = [f.reference, f.prompt, f.mode, f.size, f.steps, f.num_images, f.seed, f.randomise, f.guidance,
               f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance]
-    f.mode.change(mode_defaults, f.mode, [f.hint, f.prompt, f.image_guidance, f.text_guidance],
-                  queue=False, api_visibility="private")
+    mode_outputs = [f.hint, f.prompt, f.image_guidance, f.text_guidance]
+    if public:  # the studio's model, which a visitor cannot change
+        f.mode.change(lambda mode: mode_defaults(mode, resolve_model(settings.model)), f.mode, mode_outputs,
+                      queue=False, api_visibility="private")
+    else:
+        f.mode.change(lambda mode, *fields: mode_defaults(mode, resolve_model(model_spec(*fields))),
+                      [f.mode, f.base, f.dsd, f.lora, f.dtype], mode_outputs, queue=False, api_visibility="private")
     history = history_handler(store, visitors)
     # The public `history` endpoint is registered first so that it gets that name.
     h.refresh.click(history, h.search, h.table, api_name="history")
@@ -209,8 +225,9 @@ def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None =
     # A run picked, or a field typed: the header, Size, Steps, examples and words follow the model.
     model_fields = [f.base, f.dsd, f.lora, f.dtype]
     gr.on([f.base.change, f.dsd.change, f.lora.change], model_defaults_handler(settings), model_fields,
-          [title, f.size, f.steps], queue=False, api_name="model_defaults", trigger_mode="always_last").then(
-        model_examples, model_fields, [examples.dataset, f.words.panel], queue=False, api_visibility="private")
+          [title, f.size, f.steps], queue=False, api_name="model_defaults", trigger_mode="always_last").success(
+        model_examples, [f.mode, *model_fields], [examples.dataset, f.words.panel, f.prompt, f.size], queue=False,
+        api_visibility="private")
     if f.words:
         f.words.write.click(world_prompt_handler, [f.words.scene, f.words.light, f.words.warmth, f.words.change],
                             f.prompt, queue=False, api_name="world_prompt")
@@ -234,10 +251,12 @@ def model_defaults_handler(settings: Settings):
     return model_defaults
 
 
-def model_examples(base: str, dsd: str, lora: str, dtype: str):
-    """The examples and the word choices for the model the Model fields name."""
+def model_examples(mode: str, base: str, dsd: str, lora: str, dtype: str):
+    """The examples, the word choices, the prompt's placeholder and the size's hint for the model the Model
+    fields name."""
     model = resolve_model(model_spec(base, dsd, lora, dtype))
-    return gr.Dataset(samples=examples_for(model)), gr.Accordion(visible=is_miniature(model))
+    return (gr.Dataset(samples=examples_for(model)), gr.Accordion(visible=is_miniature(model)),
+            gr.Textbox(placeholder=example_prompt(mode, model)), gr.Textbox(info=size_info(sampling_defaults(model))))
 
 
 def run_weights_handler(store: Store):

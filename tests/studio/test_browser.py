@@ -3,6 +3,7 @@
 import re
 
 from pipeline.generation.modes import MODES
+from studio.generate_tab import MINI_EXAMPLES
 from tests.studio.conftest import ROOT, TIMEOUT_MS, save_screenshot
 
 PROMPT = "a creature, in a desert, lit from the left, in warm light"  # in the embedded miniature's words
@@ -38,7 +39,10 @@ def test_generate_in_the_browser(browser, studio):
 
     page.get_by_label("Relighting").check()
     expect(page.locator("#mode-hint")).to_contain_text(MODES["relight"].hint)
-    expect(page.locator("#prompt textarea")).to_have_attribute("placeholder", MODES["relight"].example)
+    # The miniature's own relighting example, in its words, not FLUX's photo prompt it cannot draw.
+    relight = next(prompt for _, mode, prompt in MINI_EXAMPLES if mode == "relight")
+    expect(page.locator("#prompt textarea")).to_have_attribute("placeholder", relight)
+    expect(page.locator("#size")).to_contain_text("its own: 64")
     page.close()
 
 
