@@ -51,6 +51,8 @@ PAGE_JS = """() => {
 }""" % (json.dumps(PICTURES_CSS), json.dumps(SHORTCUTS))
 
 
+RATES = ("hit_rate", "acceptance_rate", "review_agreement")
+
 # layout
 
 
@@ -182,7 +184,9 @@ def wire_run(store: Store, r: SimpleNamespace, timer: gr.Timer) -> None:
         """The wheel's jobs (newest first), the log of job `job_id` (blank: the newest) and the stage counts."""
         with shown_as_gr_error("reading the jobs"):
             reconcile(store)
-            stats = [[name, value] for name, value in wheel_stats(store).items()]
+            # The rates first: they are what a glance at the table is for; the counts follow.
+            stats = sorted(([name, value] for name, value in wheel_stats(store).items()),
+                           key=lambda row: row[0] not in RATES)
             return job_rows(store, "wheel:"), job_log(store, "wheel:", job_id), stats
 
     def wheel_export(caption_style, reviewed_only):

@@ -44,6 +44,7 @@ def test_a_stage_runs_as_a_background_job_and_reports_through_the_jobs_table(sta
     assert row[1:3] == ["captions", "done"], row
     assert "captions: 2 added" in log
     assert stats["captions"] == 2 and Store(tmp_path).wheel_counts()["captions"] == 2
+    assert list(stats)[:3] == ["hit_rate", "acceptance_rate", "review_agreement"]  # the rates at the top
 
 
 def test_curation_defaults_to_the_miniatures_judge_takes_mini_judges_and_ends_on_its_final_counts(
