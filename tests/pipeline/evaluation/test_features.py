@@ -139,3 +139,49 @@ def test_damaged_weights_give_one_line_saying_to_redownload(checkpoints, tmp_pat
     with pytest.raises(UserInputError, match="hf download openai/clip-vit-base-patch32") as error:
         CLIPMetrics(folder)
     assert "\n" not in str(error.value)
+
+
+# --- Against the models' own outputs, and on real pictures ------------------------------------------
+
+
+def cosine_100(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    return (100 * (a / a.norm(dim=-1, keepdim=True) * (b / b.norm(dim=-1, keepdim=True))).sum(-1)).tolist()
+
+
+def test_scores_are_the_cosines_of_the_models_own_embeddings(checkpoints, clip, references):
+    """Each metric against the transformers model called directly on the same pixels: DINO v1 scores the CLS
+    token of the last hidden state, DINO v2 its pooled output (the layer-normed CLS token), CLIP-I the
+    projected image embeddings and CLIP-T the model's own image-text logits over its logit scale."""
+    pictures = list(references.values())
+    pairs = list(zip(pictures, pictures[1:] + pictures[:1]))
+    for version, model_class, processor_class in (("v1", ViTModel, ViTImageProcessor), ("v2", Dinov2Model, BitImageProcessor)):
+        folder = checkpoints[version]
+        model = model_class.from_pretrained(folder, **({"add_pooling_layer": False} if version == "v1" else {})).eval()
+        pixels = processor_class.from_pretrained(folder)(images=pictures, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            cls = model(pixel_values=pixels).last_hidden_state[:, 0]
+        expected = cosine_100(cls, cls.roll(-1, 0))
+        assert DINOMetric(folder, version=version).pair_scores(pairs) == pytest.approx(expected, abs=1e-3), version
+
+    model = CLIPModel.from_pretrained(checkpoints["clip"]).eval()
+    prompts = ["a photo of an astronaut", "a cat in a garden", "a cup of coffee"][: len(pictures)]
+    tokens = clip.tokenizer(prompts, padding=True, return_tensors="pt")
+    pixels = CLIPImageProcessor.from_pretrained(checkpoints["clip"])(images=pictures, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        output = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels)
+    assert clip.image_scores(pairs) == pytest.approx(cosine_100(output.image_embeds, output.image_embeds.roll(-1, 0)), abs=1e-3)
+    text_expected = (100 * output.logits_per_image.diagonal() / model.logit_scale.exp()).tolist()
+    assert clip.text_scores(prompts, pictures) == pytest.approx(text_expected, abs=1e-3)
+
+
+def test_a_view_of_the_same_photo_scores_above_another_photo(clip, dino, references):
+    """The ordering an untrained network keeps, being continuous: the photo against itself shifted by 4%
+    (about one patch) scores above it against either other photo, for every metric and every photo. A metric
+    that pairs the wrong pictures, or reads a token that does not follow the input, breaks it."""
+    for name, picture in references.items():
+        width, height = picture.size
+        view = picture.crop((int(width * 0.04), int(height * 0.04), width, height))
+        others = [other for other_name, other in references.items() if other_name != name]
+        for scores in (clip.image_scores([(picture, view)] + [(picture, other) for other in others]),
+                       dino.pair_scores([(picture, view)] + [(picture, other) for other in others])):
+            assert scores[0] > max(scores[1:]), (name, scores)
