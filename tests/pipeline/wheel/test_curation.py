@@ -272,6 +272,47 @@ def test_cache_keys_follow_the_pixels_the_order_the_judge_and_the_prompt(referen
     assert len(fingerprint) == 12 and int(fingerprint, 16) >= 0
 
 
+def test_a_cached_verdict_serves_only_the_same_model_provider_prompt_and_pictures(fake_api, cat_crops, tmp_path,
+                                                                                monkeypatch):
+    """Each field of the cache key changed alone, through `curate` with the store's cache and the real clients:
+    the same request again is served from the cache, and a change of any one field is a new request."""
+    from pipeline.store import Store
+    from pipeline.wheel import curation
+    from pipeline.wheel.stages import StoreCache
+
+    fake_api.reply = lambda body: json.dumps(GOOD)
+    cache = StoreCache(Store(tmp_path))
+    a, b = cat_crops
+
+    def one_pixel_changed(image):
+        changed = image.copy()
+        red, green, blue = changed.getpixel((0, 0))
+        changed.putpixel((0, 0), ((red + 1) % 256, green, blue))
+        return changed
+
+    def openai(model="gpt-test"):
+        return VLMCurator(OpenAICompatibleProvider(model, base_url=fake_api.openai_base_url))
+
+    def requests_made(curator, first=a, second=b) -> int:
+        before = len(fake_api.requests)
+        curate([("pair", first, second)], curator, cache=cache)
+        return len(fake_api.requests) - before
+
+    assert requests_made(openai()) == 1
+    assert requests_made(openai()) == 0, "the same model, prompt and pictures: the cached verdict"
+    assert requests_made(openai("gpt-other")) == 1, "another model of the same provider"
+    assert requests_made(VLMCurator(GeminiProvider("gpt-test", base_url=fake_api.url, retry_delay=0.01))) == 1, \
+        "another provider with a model of the same name"
+    assert requests_made(openai(), first=one_pixel_changed(a)) == 1, "picture A, one pixel changed"
+    assert requests_made(openai(), second=one_pixel_changed(b)) == 1, "picture B, one pixel changed"
+    assert requests_made(openai(), first=b, second=a) == 1, "the pictures in the other order (captions describe B)"
+    monkeypatch.setattr(curation, "PROMPT_VERSION", "curate-v2")
+    assert requests_made(openai()) == 1, "a new prompt version"
+    monkeypatch.setattr(curation, "PROMPT_VERSION", PROMPT_VERSION)
+    monkeypatch.setattr(curation, "CURATION_PROMPT", curation.CURATION_PROMPT + "Answer in English.\n")
+    assert requests_made(openai()) == 1, "the prompt's text changed under the same version"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_concurrency_is_bounded_on_the_server(kind, fake_api, references):
     in_flight, peak = [0], [0]
