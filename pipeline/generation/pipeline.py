@@ -8,12 +8,15 @@ steers every step through the condition embedder, and the right half is the resu
 Differences from the authors' release, on purpose:
 - any panel size that is a multiple of 16, square or not, and batches of references and seeds;
 - true guidance `uncond + i*(img - uncond) + t*(full - img)` is applied whenever either scale is
-  not 1 and from the first step. The release only turns it on when the image scale is above 1,
-  and only from the second step, so a text scale above 1 alone did nothing there;
+  not 1, on every step or on a range of steps (`schedule.GuidanceSteps`). The release only turns it
+  on when the image scale is above 1, and only from the third step (index 2), so a text scale above 1
+  alone did nothing there; `guidance_steps="release"` is that schedule, for the release's pictures;
 - the guidance passes run as one batched forward (or one at a time to save memory), and passes
-  whose weight is zero are skipped: with image scale 1 the unconditional pass cancels out.
+  whose weight is zero are skipped: with image scale 1 the unconditional pass cancels out;
+- an optional step cache (diffusers' hooks, `caching.StepCache`) reuses work between steps.
 """
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +32,8 @@ from diffusers.utils import BaseOutput
 
 from pipeline.errors import UserInputError
 from pipeline.flow import schedule_shift
+from pipeline.generation.caching import StepCache, step_cache
+from pipeline.generation.schedule import GuidanceSteps
 from pipeline.images import check_panel_size, fit_to_panel, load_image
 
 # The passes of true guidance, by what the transformer sees: (text, condition image).
@@ -110,6 +115,8 @@ class DSDPipeline(FluxPipeline):
         callback_on_step_end: Callable[[int, int], None] | None = None,
         prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None,
+        guidance_steps: GuidanceSteps | str | None = None,
+        cache: StepCache | str | None = None,
     ) -> DSDPipelineOutput:
         """Generate `num_images_per_prompt` pictures per (reference, prompt) pair.
 
@@ -117,6 +124,8 @@ class DSDPipeline(FluxPipeline):
         may be a list with one generator per output picture, so a seed gives the same picture
         alone or in a batch. `callback_on_step_end(step, total)` reports progress. Precomputed
         `prompt_embeds` / `pooled_prompt_embeds` (one per prompt) skip the text encoders, as in FLUX.
+        `guidance_steps`: the steps that run true guidance (`all`, `release` or `START:END`, see
+        `schedule`); `cache`: a step cache such as `fbc:0.08` (see `caching`), removed when the call ends.
         """
         references, prompts = self.check_dsd_inputs(
             image, prompt, height, width, num_inference_steps, generator, num_images_per_prompt
@@ -124,6 +133,9 @@ class DSDPipeline(FluxPipeline):
         device, timings = self._execution_device, {}
         batch = len(references) * num_images_per_prompt
         passes = guidance_passes(image_guidance_scale, text_guidance_scale)
+        guidance_steps, cache = GuidanceSteps.parse(guidance_steps), StepCache.parse(cache)
+        # The release runs its passes one forward each; so does its setting, for the same float32 sums.
+        batch_guidance = batch_guidance and not guidance_steps.release
         self._interrupt = False
 
         # 1. Encode the prompt (and the empty prompt when a pass drops the text).
@@ -156,19 +168,26 @@ class DSDPipeline(FluxPipeline):
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((batch,), guidance_scale, device=device, dtype=torch.float32)
 
-        # 5. Denoise the canvas.
-        started, steps_done = time.perf_counter(), 0
-        for step, t in enumerate(timesteps):
-            if self.interrupt:
-                break
-            preds = self.predict_passes(
-                latents, condition, text, empty, image_ids, t, guidance, passes, batch_guidance
-            )
-            velocity = combine_guidance(preds, image_guidance_scale, text_guidance_scale)
-            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
-            steps_done = step + 1
-            if callback_on_step_end is not None:
-                callback_on_step_end(step + 1, len(timesteps))
+        # 5. Denoise the canvas: true guidance on the guided steps, one pass on the others.
+        guided = guidance_steps.guided(len(timesteps), image_guidance_scale)
+        started, steps_done, current = time.perf_counter(), 0, {"passes": None}
+        with step_cache(self.transformer, cache, len(timesteps), lambda: current["t"], batch_guidance) as cached:
+            for step, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                step_passes = passes if step in guided else (FULL,)
+                if current["passes"] not in (None, step_passes):
+                    cached.restart()  # other passes, another batch: the cache's earlier steps no longer apply
+                current.update(t=t, passes=step_passes)
+                preds = self.predict_passes(
+                    latents, condition, text, empty, image_ids, t, guidance, step_passes, batch_guidance,
+                    lambda group: cached.context(group, step),
+                )
+                velocity = combine_guidance(preds, image_guidance_scale, text_guidance_scale)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                steps_done = step + 1
+                if callback_on_step_end is not None:
+                    callback_on_step_end(step + 1, len(timesteps))
         timings["denoise_s"] = _elapsed(started, device)
         timings["per_step_s"] = timings["denoise_s"] / max(1, steps_done)
 
@@ -232,8 +251,10 @@ class DSDPipeline(FluxPipeline):
         timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
         return timesteps
 
-    def predict_passes(self, latents, condition, text, empty, image_ids, t, guidance, passes, batched):
-        """Velocity predictions for each guidance pass: one batched forward, or one per pass."""
+    def predict_passes(self, latents, condition, text, empty, image_ids, t, guidance, passes, batched,
+                       context=lambda group: contextlib.nullcontext()):
+        """Velocity predictions for each guidance pass: one batched forward, or one per pass. `context(group)`
+        wraps each forward (the step cache's state for those passes)."""
         prompt_embeds, pooled, text_ids = text
         inputs = {
             UNCOND: (torch.zeros_like(condition), empty),
@@ -244,17 +265,18 @@ class DSDPipeline(FluxPipeline):
         preds = {}
         for group in groups:
             n = len(group)
-            output = self.transformer(
-                hidden_states=latents.repeat(n, 1, 1),
-                cond_hidden_states=torch.cat([inputs[name][0] for name in group]),
-                encoder_hidden_states=torch.cat([inputs[name][1][0] for name in group]),
-                pooled_projections=torch.cat([inputs[name][1][1] for name in group]),
-                timestep=(t / 1000).expand(n * latents.shape[0]).to(latents.dtype),
-                guidance=None if guidance is None else guidance.repeat(n),
-                txt_ids=text_ids,
-                img_ids=image_ids,
-                return_dict=False,
-            )[0]
+            with context(group):
+                output = self.transformer(
+                    hidden_states=latents.repeat(n, 1, 1),
+                    cond_hidden_states=torch.cat([inputs[name][0] for name in group]),
+                    encoder_hidden_states=torch.cat([inputs[name][1][0] for name in group]),
+                    pooled_projections=torch.cat([inputs[name][1][1] for name in group]),
+                    timestep=(t / 1000).expand(n * latents.shape[0]).to(latents.dtype),
+                    guidance=None if guidance is None else guidance.repeat(n),
+                    txt_ids=text_ids,
+                    img_ids=image_ids,
+                    return_dict=False,
+                )[0]
             preds.update(zip(group, output.chunk(n)))
         return preds
 
