@@ -111,7 +111,11 @@ def uploaded_path(reference) -> str | None:
 
 
 def generation_request(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                     image_guidance, text_guidance, fit, keep_reconstruction, enhance) -> GenerateRequest:
+                     image_guidance, text_guidance, fit, keep_reconstruction, enhance,
+                     guidance_steps=None, cache=None) -> GenerateRequest:
+    """The request the Generate form means. Guidance steps and cache are text, checked by the request (a
+    value of another type reaches it as given, to be refused in one message)."""
+    as_text = lambda value: text(value) if value is None or isinstance(value, str) else value  # noqa: E731
     reference = uploaded_path(reference)
     if not reference:
         raise UserInputError("no reference picture: upload one (or pick an example below)")
@@ -125,6 +129,7 @@ def generation_request(reference, prompt, mode, size, steps, num_images, seed, r
         image_guidance=decimal_number("image guidance", image_guidance),
         text_guidance=decimal_number("text guidance", text_guidance), fit=fit,
         keep_reconstruction=bool(keep_reconstruction), enhance=bool(enhance),
+        guidance_steps=as_text(guidance_steps), cache=as_text(cache),
     )
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from mini import EXAMPLES_DIR, world
 from mini.embedded import CHANGES, EXAMPLES, is_miniature, world_prompt
 from pipeline.generation import generate as service
+from pipeline.generation.caching import CACHE_CHOICES
 from pipeline.generation.generate import Settings
 from pipeline.generation.modes import MEMORY_MODES, MODES, get_mode
 from pipeline.generation.weights import DTYPES, ModelSpec, sampling_defaults
@@ -104,6 +105,13 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
         f.guidance = gr.Slider(0, 10, value=3.5, step=0.1, label="Guidance (distilled)")
         f.image_guidance = gr.Slider(0, 5, value=first.image_guidance, step=0.1, label="Image guidance")
         f.text_guidance = gr.Slider(0, 10, value=first.text_guidance, step=0.1, label="Text guidance")
+        f.guidance_steps = gr.Textbox("all", label="Guidance steps", elem_id="guidance-steps",
+                                      info="the steps that run image and text guidance: all; release (the authors' "
+                                           "schedule, from the third step, image guidance above 1 only); or START:END "
+                                           "as shares (0.1:0.8) or step numbers (2:28)")
+        f.cache = gr.Dropdown(list(CACHE_CHOICES), value="none", allow_custom_value=True, label="Step cache",
+                              elem_id="cache", info="reuses work between steps: faster, a little different; "
+                                                    "NAME:VALUE sets its threshold, interval or range")
         f.fit = gr.Radio(["crop", "pad"], value="crop", label="Fit the reference to the panel")
         f.keep_reconstruction = gr.Checkbox(False, label="Also keep the reconstruction (left panel)")
         f.enhance = gr.Checkbox(False, label="Enhance the prompt",
@@ -190,7 +198,7 @@ def build(settings: Settings, title: gr.Markdown, gpu_wrapper: Callable | None =
 
     generate_fn = gpu_wrapper(service.generate) if gpu_wrapper else service.generate
     inputs = [f.reference, f.prompt, f.mode, f.size, f.steps, f.num_images, f.seed, f.randomise, f.guidance,
-              f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance]
+              f.image_guidance, f.text_guidance, f.fit, f.keep_reconstruction, f.enhance, f.guidance_steps, f.cache]
     mode_outputs = [f.hint, f.prompt, f.image_guidance, f.text_guidance]
     if public:  # the studio's model, which a visitor cannot change
         f.mode.change(lambda mode: mode_defaults(mode, resolve_model(settings.model)), f.mode, mode_outputs,
@@ -282,13 +290,13 @@ def run_generation(settings: Settings, generate_fn: Callable, form_values: tuple
 
 def generate_handler(settings: Settings, generate_fn: Callable):
     def generate(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                 image_guidance, text_guidance, fit, keep_reconstruction, enhance,
+                 image_guidance, text_guidance, fit, keep_reconstruction, enhance, guidance_steps, cache,
                  memory, base, dsd, lora, dtype, progress=gr.Progress()):
         """Generate pictures of the reference's subject; returns pictures, seeds, notices, timings."""
         with shown_as_gr_error("generation"):
             chosen = replace(settings, memory=memory, model=resolve_model(model_spec(base, dsd, lora, dtype)))
             values = (uploaded_picture(reference), prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                      image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+                      image_guidance, text_guidance, fit, keep_reconstruction, enhance, guidance_steps, cache)
             result, *shown = run_generation(chosen, generate_fn, values, progress)
         return gallery_items(result), *shown
 
@@ -299,13 +307,13 @@ def public_generate_handler(settings: Settings, generate_fn: Callable, visitors:
     settings = replace(settings, model=resolve_model(settings.model))
 
     def generate(reference, prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                 image_guidance, text_guidance, fit, keep_reconstruction, enhance,
+                 image_guidance, text_guidance, fit, keep_reconstruction, enhance, guidance_steps, cache,
                  request: gr.Request, progress=gr.Progress()):
         """Generate pictures of the reference's subject (an uploaded picture) with the studio's model;
         returns pictures, seeds, notices, timings."""
         with shown_as_gr_error("generation"):
             values = (uploaded_picture(reference), prompt, mode, size, steps, num_images, seed, randomise, guidance,
-                      image_guidance, text_guidance, fit, keep_reconstruction, enhance)
+                      image_guidance, text_guidance, fit, keep_reconstruction, enhance, guidance_steps, cache)
             progress(0, desc="waiting for the GPU")
             with visitors.generating(request.session_hash):
                 result, *shown = run_generation(settings, generate_fn, values, progress)

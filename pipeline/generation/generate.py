@@ -20,7 +20,9 @@ import PIL.Image
 import torch
 
 from pipeline.errors import UserInputError
+from pipeline.generation.caching import StepCache
 from pipeline.generation.modes import MEMORY_MODES, get_mode
+from pipeline.generation.schedule import GuidanceSteps
 from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
 from pipeline.images import check_panel_size, load_image, png_with_metadata
 from pipeline.store import DEFAULT_HOME, Store, data_home
@@ -79,6 +81,8 @@ class GenerateRequest:
     fit: str = "crop"
     keep_reconstruction: bool = False
     enhance: bool = False
+    guidance_steps: str | None = None  # the steps that run true guidance (`schedule`): None is every step
+    cache: str | None = None  # a step cache such as "fbc:0.08" (`caching`): None is none
 
 
 @dataclass
@@ -164,6 +168,12 @@ def check_request(request: GenerateRequest) -> None:
         low, high = GUIDANCE_RANGES[name]
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
             raise UserInputError(f"{name} must be a number from {low:g} to {high:g}, got {value}")
+    for name, value in {"guidance steps": request.guidance_steps, "step cache": request.cache}.items():
+        if value is not None and not isinstance(value, str):
+            raise UserInputError(f"{name} must be text such as {'0.1:0.8' if name == 'guidance steps' else 'fbc:0.08'}, "
+                                 f"got {value!r}")
+    GuidanceSteps.parse(request.guidance_steps)
+    StepCache.parse(request.cache)
 
 
 def prompt_notices(pipe, prompt: str) -> list[str]:
@@ -270,6 +280,8 @@ def generate(
         "mode": request.mode, "width": request.width, "height": request.height, "steps": request.steps,
         "guidance": request.guidance, "image_guidance": image_guidance, "text_guidance": text_guidance,
         "fit": request.fit, "seeds": seeds, "memory": settings.memory, "dtype": spec.dtype,
+        "guidance_steps": str(GuidanceSteps.parse(request.guidance_steps)),
+        "cache": str(StepCache.parse(request.cache) or "none"),
     }
     record = dict(
         mode=request.mode, prompt=request.prompt, prompt_used=prompt_used, model=spec.describe(),
@@ -284,6 +296,7 @@ def generate(
             num_images_per_prompt=request.num_images,
             generator=[torch.Generator().manual_seed(s) for s in seeds], fit=request.fit,
             return_reconstruction=request.keep_reconstruction, callback_on_step_end=progress,
+            guidance_steps=request.guidance_steps, cache=request.cache,
         )
     except torch.cuda.OutOfMemoryError:
         store.record_generation(**record, status="error", error="out of GPU memory")

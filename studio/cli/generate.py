@@ -40,6 +40,12 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     gen.add_argument("--guidance", type=float, default=3.5, help="FLUX distilled guidance, 0 to 30 (default 3.5)")
     gen.add_argument("--image-guidance", type=float, help="true image guidance, 0 to 30; 1 is off (default: the mode's)")
     gen.add_argument("--text-guidance", type=float, help="true text guidance, 0 to 30; 1 is off (default: the mode's)")
+    gen.add_argument("--guidance-steps", metavar="START:END",
+                     help="the steps that run true guidance: shares (0.1:0.8) or step numbers (2:28, end excluded); "
+                          "'release' is the authors' schedule, bit for bit (default: all)")
+    gen.add_argument("--cache", metavar="NAME[:VALUE]",
+                     help="step cache: fbc[:threshold], taylorseer[:interval], mag[:threshold] or pab[:range] "
+                          "(diffusers' hooks; default none)")
     gen.add_argument("--fit", choices=["crop", "pad"], default="crop", help="how the reference fills the panel")
     gen.add_argument("--keep-reconstruction", action="store_true", help="also write the left half as OUT.reconstruction.png")
     gen.add_argument("--enhance", action="store_true", help="rewrite the prompt with the provider in DSD_ENHANCER")
@@ -84,7 +90,7 @@ def run_generate(args) -> int:
         image=args.image, prompt=args.prompt, mode=args.mode, width=width, height=height, steps=args.steps,
         seed=args.seed, num_images=args.num_images, guidance=args.guidance, image_guidance=args.image_guidance,
         text_guidance=args.text_guidance, fit=args.fit, keep_reconstruction=args.keep_reconstruction,
-        enhance=args.enhance,
+        enhance=args.enhance, guidance_steps=args.guidance_steps, cache=args.cache,
     )
     settings = settings_from(args)
     model = resolve_model(settings.model)

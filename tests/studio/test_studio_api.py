@@ -121,6 +121,9 @@ BAD_INPUTS = [
     case("guidance as text", lambda tmp, mp: {"guidance": "high"}, "guidance 'high': give a number"),
     case("absurd guidance", lambda tmp, mp: {"guidance": 1e300}, "guidance must be a number from 0 to 30"),
     case("negative text guidance", lambda tmp, mp: {"text_guidance": -1e30}, "text guidance must be a number from 0 to 30"),
+    case("guidance steps backwards", lambda tmp, mp: {"guidance_steps": "0.8:0.2"}, "end before they start"),
+    case("guidance steps as a number", lambda tmp, mp: {"guidance_steps": 3}, "guidance steps must be text"),
+    case("unknown step cache", lambda tmp, mp: {"cache": "teacache"}, "unknown step cache 'teacache': use none, or"),
     case("gpu memory mode without a GPU", lambda tmp, mp: {"memory": "gpu"}, "needs a CUDA GPU",
          marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
 ]

@@ -205,17 +205,44 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
+class HangingUp:
+    """A port on 127.0.0.1 that accepts connections and closes them at once, counting them: a judge the
+    client cannot get an answer from ("cannot be reached"), whose attempts can be counted."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/v1"
+        self.connections = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            connection.close()
+
+
 def test_a_judge_that_cannot_be_reached_fails_at_the_first_sample_and_records_nothing(sampled, monkeypatch):
     """Through the real client: the first sample is asked alone, so the other 35 are never sent."""
-    import time
+    from pipeline.providers.base import DEFAULT_MAX_RETRIES
 
     store, eval_id = sampled
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    judge = evaluation.judge_from_options(closed_port_url(), "nobody-home")
-    started = time.monotonic()
-    with pytest.raises(evaluation.JudgeFailed, match="nothing scored: .*cannot be reached"):
-        evaluation.judge_samples(store, eval_id, judge, runs=3, concurrency=4)
-    assert time.monotonic() - started < 30  # one sample's calls (and the SDK's retries), not 108 samples'
+    judge_port = HangingUp()
+    judge = evaluation.judge_from_options(judge_port.url, "nobody-home")
+    try:
+        with pytest.raises(evaluation.JudgeFailed, match="nothing scored: .*cannot be reached"):
+            evaluation.judge_samples(store, eval_id, judge, runs=3, concurrency=4)
+    finally:
+        judge_port.server.close()
+    # At most one sample's requests (CP and PF, 3 runs each), each with the SDK's retries; 36 samples send 648.
+    assert 0 < judge_port.connections <= 2 * 3 * (DEFAULT_MAX_RETRIES + 1), judge_port.connections
     assert [row for row in store.eval_judgements(eval_id) if row["judge"] == "nobody-home"] == []
 
 

@@ -110,9 +110,11 @@ def test_large_grid_splits_fast(photos):
     grid, panels, boxes = build(photos, layout, [508, 508], [508, 508], 8)
     assert grid.size == (1024, 1024)
     split_grid(grid, layout)
-    start = time.perf_counter()
+    # CPU time, not wall clock (a busy machine stretches the wall clock 5x and more). It measures about
+    # 0.05 s; a Python loop over the grid's million pixels, at a microsecond or more a pixel, takes over 1 s.
+    start = time.process_time()
     found = split_grid(grid, layout)
-    assert time.perf_counter() - start < 0.1
+    assert time.process_time() - start < 1.0
     assert_split(found, panels, boxes)
 
 
