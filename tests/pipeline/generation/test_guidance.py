@@ -1,6 +1,7 @@
-"""True guidance end to end: the generator's pictures are the guidance formula applied to the predictions of
-its own passes, integrated along its own schedule. The passes and their predictions are read from the
-transformer with a forward hook, so a change anywhere between the passes and the pictures shows."""
+"""What the generator feeds its transformer and makes of its answers. True guidance end to end: the pictures
+are the guidance formula applied to the predictions of its own passes, integrated along its own schedule
+(the passes and their predictions are read from the transformer with a forward hook, so a change anywhere
+between the passes and the pictures shows); and the condition is the reference beside a black panel."""
 
 import pytest
 import torch
@@ -57,3 +58,16 @@ def test_pictures_are_the_formula_applied_to_the_passes_predictions(tiny_pipe, r
     plain = tiny_pipe(references["cat"], PROMPT, height=64, width=64, num_inference_steps=steps, output_type="latent",
                       generator=torch.Generator().manual_seed(0)).images
     assert (out - plain).abs().mean() > 0.01 * plain.abs().mean(), "guidance moved the picture, so the check means something"
+
+
+def test_the_condition_is_the_reference_beside_a_black_panel(tiny_pipe, references):
+    """What the generator encodes as its condition is what a user would draw: the reference, and a black
+    picture to its right (the release's `[reference | black]`), through the same VAE sample."""
+    from PIL import Image
+
+    cat = references["cat"]
+    black = Image.new("RGB", cat.size, (0, 0, 0))
+    with torch.no_grad():
+        condition = tiny_pipe.encode_condition([cat], 64, 64, 1, "crop", torch.Generator().manual_seed(0))
+        drawn = tiny_pipe.encode_canvas([cat], [black], 64, 64, "crop", torch.Generator().manual_seed(0))
+    torch.testing.assert_close(condition, drawn)
