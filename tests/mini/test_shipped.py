@@ -3,6 +3,7 @@ loading paths and draw at their sizes, the student is the embedded default, and 
 shipped weights reproduces the figures in report.json and the README."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -18,13 +19,29 @@ from pipeline.wheel.grids import panel_problem, split_grid
 ROOT = Path(__file__).resolve().parents[2]
 # A held-out subject (never in any training set of the miniature), as in the Generate tab's examples.
 SUBJECT = world.Identity(shape="star", body="purple", pattern="plain", accent="white", accessory="hat")
-# How far a rerun of the report on another machine may drift from the shipped figures: CPU kernels
-# differ in the last bits, and a few of the 48 items per seed can then read differently.
-TOLERANCE = 0.03
 
 
 def shipped_report() -> dict:
     return json.loads((ASSETS / "report.json").read_text())
+
+
+def standard_error(std: float, seeds: int) -> float:
+    """Of a mean over `seeds` evaluation seeds whose spread across seeds is `std`."""
+    return std / math.sqrt(seeds)
+
+
+def separated(a: dict, b: dict, seeds: int, key: str = "cp_pf") -> bool:
+    """Two rows whose figures differ by more than twice the standard error of their difference, from the
+    spread across seeds the report measured: an ordering the seeds support, not one a reseed could flip."""
+    return abs(a[key] - b[key]) > 2 * math.hypot(standard_error(a[f"{key}_std"], seeds), standard_error(b[f"{key}_std"], seeds))
+
+
+def rerun_tolerance(row: dict, report: dict) -> float:
+    """How far a rerun on the same seeds and items may land from a shipped CP·PF (on this machine it lands on
+    it): other CPU kernels flip a reading here and there, which moves a figure by far less than a new seed
+    does. So: the standard error over the seeds, and never less than one item's whole score in one seed
+    (1 / (items x seeds)), or a single item that reads differently would fail it."""
+    return max(standard_error(row["cp_pf_std"], report["seeds"]), 1 / (report["items_per_seed"] * report["seeds"]))
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +117,51 @@ def test_report_on_shipped_weights_reproduces_the_shipped_figures():
     result = run_report(seeds=shipped["seeds"], per_mode=shipped["items_per_seed"] // 3, log=lambda _: None)
     assert [row["name"] for row in result["rows"]] == list(ROWS)
     for row, expected in zip(result["rows"], shipped["rows"]):
-        for key in ("cp", "pf", "cp_pf"):
-            assert abs(row[key] - expected[key]) <= TOLERANCE, (row["name"], key, row[key], expected[key])
+        tolerance = rerun_tolerance(expected, shipped)
+        # CP and PF may move by what would move CP·PF by its tolerance (d(CP·PF) = PF dCP + CP dPF).
+        for key, allowed in (("cp_pf", tolerance), ("cp", tolerance / expected["pf"]), ("pf", tolerance / expected["cp"])):
+            assert abs(row[key] - expected[key]) <= allowed, (row["name"], key, row[key], expected[key], allowed)
+    # Every ordering the shipped seeds support holds in the rerun (the two students swapped would not).
+    rerun = {row["name"]: row for row in result["rows"]}
+    for a in shipped["rows"]:
+        for b in shipped["rows"]:
+            if a["cp_pf"] > b["cp_pf"] and separated(a, b, shipped["seeds"]):
+                assert rerun[a["name"]]["cp_pf"] > rerun[b["name"]]["cp_pf"], (a["name"], b["name"], rerun)
     assert result["judge_accuracy"] == shipped["judge_accuracy"] >= 0.95
     for name, value in shipped["teacher_singles"]["by_attribute"].items():  # 96 panels: 0.05 is about 5 readings
         assert abs(result["teacher_singles"]["by_attribute"][name] - value) <= 0.05, (name, result["teacher_singles"])
     for name, found in shipped["examples"]["mean"].items():  # 4 pictures: 0.5 is two readings
         assert abs(result["examples"]["mean"][name] - found) <= 0.5, (name, result["examples"])
+
+
+def test_the_shipped_table_shows_what_the_readme_claims_beyond_the_seed_spread():
+    """The README's claims on the table, read from report.json, each against the spread across seeds: copying
+    the reference keeps identity and follows almost nothing, and scores above both students."""
+    shipped = shipped_report()
+    rows, seeds = {row["name"]: row for row in shipped["rows"]}, shipped["seeds"]
+    copy, teacher = rows["copy_reference"], rows["teacher_text"]
+    others = [row for name, row in rows.items() if name != "copy_reference"]
+    assert all(copy["cp"] > row["cp"] and copy["pf"] < row["pf"] for row in others), rows
+    assert all(teacher["pf"] > row["pf"] for row in others + [copy] if row is not teacher), rows
+    for student in ("student_uncurated", "student_curated"):
+        assert copy["cp_pf"] > rows[student]["cp_pf"] and separated(copy, rows[student], seeds), (student, rows)
+    # Curated above uncurated is the paper's claim, and not asserted here yet: on crisp renders the shipped gap
+    # (CP·PF 0.169 against 0.159) is inside the spread (issue 14). A gap the seeds support the wrong way fails.
+    curated, uncurated = rows["student_curated"], rows["student_uncurated"]
+    assert not (curated["cp_pf"] < uncurated["cp_pf"] and separated(curated, uncurated, seeds)), (curated, uncurated)
+
+
+def test_on_the_teachers_own_pictures_curation_is_worth_more_than_the_seed_spread():
+    """teacher_domain.json, the README's 'curation is worth 0.067': the curated student keeps more of the
+    reference's identity than the uncurated one, and both more than the caption alone, each by more than twice
+    the standard error of the difference; the curated pairs' own targets are the ceiling."""
+    domain = json.loads((ASSETS / "teacher_domain.json").read_text())
+    rows, seeds = {row["name"]: row for row in domain["rows"]}, domain["seeds"]
+    assert seeds >= 2, "one seed measures no spread"
+    curated, uncurated, teacher = rows["student_curated"], rows["student_uncurated"], rows["teacher_text"]
+    for better, worse in ((curated, uncurated), (curated, teacher), (uncurated, teacher)):
+        assert better["kept"] > worse["kept"] and separated(better, worse, seeds, key="kept"), (better, worse)
+    assert rows["curated_target"]["kept"] >= max(row["kept"] for row in rows.values())
 
 
 @pytest.mark.xfail(strict=True, reason="issue 14: the shipped miniature finds 1.00, 1.75 and 0.75 of the 5 (see "
