@@ -49,6 +49,7 @@ CACHES = {
 }
 HELP = "none, or NAME[:VALUE] with NAME one of " + ", ".join(
     f"{name} ({what}, default {default:g})" for name, (default, _, _, _, what) in CACHES.items())
+CACHE_CHOICES = ("none", *(f"{name}:{default:g}" for name, (default, *_) in CACHES.items()))
 PER_PASS = ("fbc", "taylorseer", "mag")  # caches whose state follows diffusers' cache_context
 
 

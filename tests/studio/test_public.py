@@ -29,7 +29,7 @@ def form(reference, steps=4, num_images=1, seed=1) -> list:
     """The public generate endpoint's values, in order, as the page sends them."""
     mode = MODES["identity"]
     return [reference, PROMPT, "identity", "64", steps, num_images, seed, False, 3.5, mode.image_guidance,
-            mode.text_guidance, "crop", False, False]
+            mode.text_guidance, "crop", False, False, "all", "none"]
 
 
 @contextmanager
