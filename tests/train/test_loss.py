@@ -100,7 +100,8 @@ def test_the_loss_is_the_weighted_flow_matching_error_of_both_halves(trainer_sid
 def test_noise_levels_follow_the_generators_schedule(trainer_side):
     """Levels are logit-normal, then shifted as the generator's scheduler shifts its schedule for this
     canvas: the share of training levels below the generator's shifted level for an unshifted level p is
-    P(sigmoid(N(0,1)) <= p) = Phi(logit p). No per-level weight follows: the plain mean is the loss."""
+    P(sigmoid(N(0,1)) <= p) = Phi(logit p). (No weight per level follows: the test above holds the loss to the
+    plain mean over items and tokens.)"""
     config, _, data = trainer_side
     config = TrainConfig(**{**config.__dict__, "condition_dropout": 0.0, "caption_dropout": 0.0})
     generator_pipe = load_generator(ModelSpec(base=str(TINY)))
