@@ -9,3 +9,12 @@
 Plain Python, no UI. The parts use the shared modules and each other's public functions; nothing here
 imports `train`, `mini` or `studio`.
 """
+
+import logging
+
+# torchao (the quantised memory modes) is imported by transformers and diffusers whenever it is installed, and
+# at import it logs that its optional CUDA kernels, deprecated enum registrations and a serialisation helper
+# are unavailable: lines about the libraries, not about anything a user did, that would precede every message
+# of every command. Its errors still show.
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)

@@ -21,9 +21,10 @@ import torch
 
 from pipeline.errors import UserInputError
 from pipeline.generation.caching import StepCache
-from pipeline.generation.modes import MEMORY_MODES, get_mode
+from pipeline.generation.memory import load_in_mode
+from pipeline.generation.modes import get_mode
 from pipeline.generation.schedule import GuidanceSteps
-from pipeline.generation.weights import ModelSpec, load_generator, sampling_defaults
+from pipeline.generation.weights import ModelSpec, sampling_defaults
 from pipeline.images import check_panel_size, load_image, png_with_metadata
 from pipeline.store import DEFAULT_HOME, Store, data_home
 
@@ -97,36 +98,23 @@ class GenerateResult:
     notices: list[str]
 
 
-def resolve_memory_mode(memory: str) -> str:
-    if memory not in MEMORY_MODES:
-        raise UserInputError(f"unknown memory mode {memory!r}: use one of {', '.join(MEMORY_MODES)}")
-    has_gpu = torch.cuda.is_available()
-    if memory == "auto":
-        return "gpu" if has_gpu else "cpu"
-    if memory != "cpu" and not has_gpu:
-        raise UserInputError(f"memory mode {memory} needs a CUDA GPU and none is visible: use cpu (or auto)")
-    return memory
-
-
 class ModelCache:
     """Keeps the last loaded generator; loading FLUX takes minutes, so it is reused across requests."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._key, self._pipe = None, None
+        self.memory_note = None  # what `auto` chose, said with every generation of this model
 
     def get(self, spec: ModelSpec, memory: str):
-        memory = resolve_memory_mode(memory)
         with self._lock:
             if self._key != (spec, memory):
                 # Forget the old model before loading the next: frees its memory, and a failed load
                 # must not leave the old key pointing at no model.
-                self._key, self._pipe = None, None
-                pipe = load_generator(spec, device="cpu" if memory == "cpu" else "cuda")
-                log.info("loaded %s: %s", spec.describe(), pipe.load_report.summary())
-                {"gpu": lambda: pipe.to("cuda"), "model_offload": pipe.enable_model_cpu_offload,
-                 "sequential_offload": pipe.enable_sequential_cpu_offload, "cpu": lambda: None}[memory]()
-                self._key, self._pipe = (spec, memory), pipe
+                self._key, self._pipe, self.memory_note = None, None, None
+                pipe, used, note = load_in_mode(spec, memory)
+                log.info("loaded %s in memory mode %s: %s", spec.describe(), used, pipe.load_report.summary())
+                self._key, self._pipe, self.memory_note = (spec, memory), pipe, note
             return self._pipe
 
     def stop(self) -> bool:
@@ -269,7 +257,7 @@ def generate(
     pipe = MODELS.get(spec, settings.memory)
     load_s = time.perf_counter() - started
 
-    notices = list(notices)
+    notices = list(notices) + ([MODELS.memory_note] if MODELS.memory_note else [])
     prompt_used = mode.prompt(enhance(settings, request, reference, request.prompt, notices))
     notices += prompt_notices(pipe, prompt_used)
     seed = secrets.randbelow(2**31) if request.seed is None else request.seed
@@ -300,7 +288,8 @@ def generate(
         )
     except torch.cuda.OutOfMemoryError:
         store.record_generation(**record, status="error", error="out of GPU memory")
-        raise UserInputError("out of GPU memory: pick model_offload or sequential_offload, or a smaller size") from None
+        raise UserInputError("out of GPU memory: pick a memory mode that keeps less on the GPU (int8_offload, "
+                             "int4_offload, group_offload), or a smaller size") from None
 
     if output.steps_done < request.steps:
         notices.append(f"stopped by the user after {output.steps_done} of {request.steps} steps: the pictures are unfinished")

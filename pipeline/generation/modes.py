@@ -3,9 +3,7 @@
 from dataclasses import dataclass
 
 from pipeline.errors import UserInputError
-
-# Where the model lives while it generates: all on the GPU, one component at a time, layer by layer, or CPU.
-MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "cpu")
+from pipeline.generation.memory import MEMORY_MODES  # noqa: F401 (where and in what precision the model lives: memory.py)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dsd", help="DSD weights: primecai/dsd_model layout or a training run folder (env DSD_WEIGHTS)")
     group.add_argument("--lora", help="one more LoRA file (env DSD_LORA)")
     group.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], help="(env DSD_DTYPE, default auto)")
-    group.add_argument("--memory", choices=MEMORY_MODES, help="GPU memory mode (env DSD_MEMORY, default auto)")
+    group.add_argument("--memory", choices=MEMORY_MODES, metavar="MODE",
+                       help=f"memory mode, one of {', '.join(MEMORY_MODES)}; auto picks for the GPU it finds "
+                            "(env DSD_MEMORY, default auto; the README's memory table says what each needs)")
     group.add_argument("--run", type=int, help="a training run's final weights on its base (instead of --base/--dsd)")
 
 
