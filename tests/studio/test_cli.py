@@ -27,7 +27,7 @@ def test_generate_writes_numbered_pngs_with_parameters(tmp_path):
     out = tmp_path / "out.png"
     result = dsd("generate", "--image", str(CAT), "--prompt", "the cat on a beach", "--out", str(out),
                  "--size", "128x96", "--steps", "3", "--seed", "7", "--num-images", "2", "--keep-reconstruction",
-                 home=tmp_path / "home")
+                 "--guidance-steps", "release", "--cache", "taylorseer:3", home=tmp_path / "home")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     paths = [out, tmp_path / "out-1.png"]
@@ -35,6 +35,7 @@ def test_generate_writes_numbered_pngs_with_parameters(tmp_path):
         assert Image.open(path).size == (128, 96)
         metadata = read_png_metadata(path)
         assert metadata["seed"] == seed and metadata["prompt"] == "the cat on a beach" and metadata["steps"] == 3
+        assert metadata["guidance_steps"] == "release" and metadata["cache"] == "taylorseer:3"
         assert f"{path}\tseed {seed}" in result.stdout
     assert Image.open(tmp_path / "out.reconstruction.png").size == (128, 96)
     assert (tmp_path / "home" / "dsd.sqlite").is_file()
