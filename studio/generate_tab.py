@@ -120,7 +120,8 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
     if public:
         return f
     with gr.Accordion("Model", open=False):
-        f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode")
+        f.memory = gr.Dropdown(list(MEMORY_MODES), value=settings.memory, label="Memory mode",
+                               info="auto picks for the GPU it finds; on a 16 GB card int8_offload, on 12 GB group_offload")
         f.base = gr.Textbox(settings.model.base or "", label="Base model", placeholder="blank: the embedded miniature; a FLUX.1-dev folder or hub id")
         f.dsd = gr.Textbox(settings.model.dsd or "", label="DSD weights", placeholder="none; a folder or hub id")
         f.run = gr.Dropdown([], value=None, label="Or the weights of a training run", elem_id="generate-run",

@@ -19,8 +19,6 @@ from pipeline.errors import UserInputError
 
 # torch is imported where it is used: the command line reads the modes' names without loading it.
 PLACEMENTS = ("gpu", "model_offload", "group_offload", "sequential_offload", "cpu")
-# The transformer's modules that hold its weight: the double and single blocks.
-BLOCKS = ("transformer_blocks.", "single_transformer_blocks.")
 
 
 @dataclass(frozen=True)
@@ -102,19 +100,15 @@ def weight_config(kind: str):
     )
     from torchao.quantization.quantize_.workflows.int4.int4_packing_format import Int4PackingFormat
 
+    from pipeline.generation.memory_table import INT4_GROUP
+
     if kind == "int8":
         return Int8WeightOnlyConfig()
     if kind == "fp8":
         return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     if kind == "int4":
-        return Int4WeightOnlyConfig(group_size=128, int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D)
+        return Int4WeightOnlyConfig(group_size=INT4_GROUP, int4_packing_format=Int4PackingFormat.TILE_PACKED_TO_4D)
     raise ValueError(f"no weight config for {kind}")
-
-
-def in_blocks(module, name: str) -> bool:
-    import torch
-
-    return isinstance(module, torch.nn.Linear) and name.startswith(BLOCKS)
 
 
 def quantise(pipe, mode: MemoryMode, device: str) -> None:
@@ -122,9 +116,12 @@ def quantise(pipe, mode: MemoryMode, device: str) -> None:
     import torch
     from torchao.quantization import quantize_
 
+    from pipeline.generation.memory_table import in_blocks
+
     if mode.transformer in ("fp8", "int4") and pipe.transformer.dtype != torch.bfloat16:
         raise UserInputError(f"memory mode {mode.name} computes in bf16: use --dtype bf16 (or auto)")
-    quantize_(pipe.transformer, weight_config(mode.transformer), filter_fn=in_blocks, device=device)
+    kind = mode.transformer
+    quantize_(pipe.transformer, weight_config(kind), filter_fn=lambda m, name: in_blocks(m, name, kind), device=device)
     if mode.text_int8:
         quantize_(pipe.text_encoder_2, weight_config("int8"), device=device)
 

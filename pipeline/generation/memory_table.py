@@ -21,8 +21,6 @@ from pathlib import Path
 
 import torch
 
-from pipeline.generation.memory import BLOCKS, MODES, MemoryMode
-
 CONFIGS = Path(__file__).resolve().parent / "flux1_dev"
 GIB = 2**30
 TEXT_TOKENS = 512
@@ -30,8 +28,17 @@ BLOCK_LIVE = 24
 VAE_LIVE = 4
 T5_LIVE = 4
 WORKSPACE = GIB
-INT4_GROUP = 128
 COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
+# The transformer's modules that hold its weight, and what the quantised modes round: the double and single blocks.
+BLOCKS = ("transformer_blocks.", "single_transformer_blocks.")
+INT4_GROUP = 128
+
+
+def in_blocks(module, name: str, kind: str = "int8") -> bool:
+    """A linear layer of a transformer block that `kind` can store (int4's groups need 128 inputs; FLUX's
+    layers all have a multiple of that)."""
+    fits = kind != "int4" or getattr(module, "in_features", 0) % INT4_GROUP == 0
+    return isinstance(module, torch.nn.Linear) and name.startswith(BLOCKS) and fits
 
 
 def flux_on_meta() -> dict[str, torch.nn.Module]:
@@ -106,10 +113,10 @@ class Footprint:
 
     @classmethod
     def of(cls, models: dict[str, torch.nn.Module], dtype_bytes: int = 2) -> "Footprint":
-        in_blocks = lambda module, name: name.startswith(BLOCKS)  # noqa: E731 (what `memory.quantise` rounds)
         sizes = {name: {"bf16": weight_bytes(model, dtype_bytes=dtype_bytes)} for name, model in models.items()}
-        for kind in ("int8", "fp8", "int4"):
-            sizes["transformer"][kind] = weight_bytes(models["transformer"], kind, in_blocks, dtype_bytes)
+        for kind in ("int8", "fp8", "int4"):  # the layers `memory.quantise` rounds
+            rounds = lambda module, name, kind=kind: in_blocks(module, name, kind)  # noqa: E731
+            sizes["transformer"][kind] = weight_bytes(models["transformer"], kind, rounds, dtype_bytes)
         sizes["text_encoder_2"]["int8"] = weight_bytes(models["text_encoder_2"], "int8", dtype_bytes=dtype_bytes)
         transformer, t5, vae = models["transformer"], models["text_encoder_2"], models["vae"]
         blocks = [weight_bytes(block, dtype_bytes=dtype_bytes) for block in blocks_of(transformer)]
@@ -123,7 +130,7 @@ class Footprint:
             vae_width=channels[1] if len(channels) > 1 else channels[0], vae_tile=vae.config.sample_size,
         )
 
-    def weights(self, component: str, mode: MemoryMode) -> int:
+    def weights(self, component: str, mode) -> int:
         if component == "transformer":
             return self.bytes["transformer"][mode.transformer]
         if component == "text_encoder_2" and mode.text_int8:
@@ -143,8 +150,9 @@ class Footprint:
             "text_encoder_2": T5_LIVE * TEXT_TOKENS * self.t5_ff * 2,
         }
 
-    def peak(self, mode: MemoryMode, height: int, width: int, passes: int = 1) -> int:
-        """Expected peak GPU bytes of a generation in `mode`: resident weights plus the phase that needs most."""
+    def peak(self, mode, height: int, width: int, passes: int = 1) -> int:
+        """Expected peak GPU bytes of a generation in `mode` (a `memory.MemoryMode`): resident weights plus the
+        phase that needs most."""
         if mode.placement == "cpu":
             return 0
         act = self.activations(height, width, passes, tiled=mode.vae_tiling)
@@ -168,10 +176,10 @@ class Footprint:
         return resident + max(phases) + WORKSPACE
 
 
-def memory_rows(footprint: Footprint, sizes=(512, 1024), passes: int = 1) -> list[dict]:
-    """One row per GPU mode: weights kept on the GPU throughout and the expected peak at each panel size."""
+def memory_rows(footprint: Footprint, modes, sizes=(512, 1024), passes: int = 1) -> list[dict]:
+    """One row per GPU mode of `modes`: the expected peak at each panel size."""
     rows = []
-    for mode in MODES.values():
+    for mode in modes:
         if mode.placement == "cpu":
             continue
         rows.append({"mode": mode.name, **{size: footprint.peak(mode, size, size, passes) for size in sizes}})

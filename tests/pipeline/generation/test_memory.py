@@ -4,7 +4,9 @@ memory table of FLUX.1-dev computed on the meta device.
 Pictures are compared by PSNR against the full-precision (fp32, CPU) picture of the same seed, pixels in 0..1.
 """
 
+import importlib.util
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,7 +120,7 @@ def test_flux_parameters_are_the_real_models(flux):
 
 
 def test_the_targets_are_met_by_modes_that_stay_close_to_bf16(flux):
-    rows = {row["mode"]: row for row in memory_rows(flux)}
+    rows = {row["mode"]: row for row in memory_rows(flux, MODES.values())}
     close = ("model_offload", "group_offload", "sequential_offload", "int8", "int8_offload")
     assert [m for m in close if rows[m][1024] <= 16 * GIB] == ["group_offload", "sequential_offload", "int8_offload"]
     assert [m for m in close if rows[m][512] <= 12 * GIB] == ["group_offload", "sequential_offload"]
@@ -150,3 +152,33 @@ def test_int8_storage_rule_matches_torchao(tiny_base):
     assert sum(stored(p) for p in pipe.transformer.parameters()) == rule["transformer"]["int8"]
     assert sum(stored(p) for p in pipe.text_encoder_2.parameters()) == rule["text_encoder_2"]["int8"]
     assert weight_bytes(pipe.vae, dtype_bytes=4) == rule["vae"]["bf16"]
+
+
+def bench(name: str):
+    """A script of bench/ as a module (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[3] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_memory_table_names_what_reaches_the_targets(flux):
+    text = bench("bench_memory").tables(flux)
+    assert "| T5-XXL encoder | 4,762,310,656 | 8.87 | 4.56 |" in text
+    assert "| group_offload | same as bf16 | 2.9 | 3.7 | 512 px in 12 GB, 1024 px in 16 GB |" in text
+    assert "| int8_offload | int8 weights: close to bf16 | 12.7 | 13.5 | 1024 px in 16 GB |" in text
+
+
+def test_the_gpu_benchmark_runs_its_matrix_on_the_tiny_model(tmp_path):
+    """On a CPU the GPU benchmark runs the modes this machine has on the tiny model: every mode and setting
+    is a row, and the default setting sits beside stock FluxPipeline at the same size."""
+    out = tmp_path / "table.md"
+    bench("bench_gpu").main(["--in-process", "--modes", "cpu", "int8", "--settings", "none|all", "fbc:0.08|all",
+                             "--steps", "1", "--out", str(out)])
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith(("| cpu", "| int8"))]
+    assert [(row[0], row[2]) for row in rows] == [("| cpu", "none, all"), ("| cpu", "fbc:0.08, all"),
+                                                  ("| int8", "none, all"), ("| int8", "fbc:0.08, all")]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[4]) > 0
+        assert (row[5] != "") == (row[2] == "none, all"), "stock FLUX beside the default setting"
