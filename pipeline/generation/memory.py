@@ -190,7 +190,7 @@ def load_in_mode(spec, name: str):
     if name != "auto":
         mode = get_memory_mode(name)
         device = check_runs_here(mode)
-        pipe = load_generator(spec, device="cuda" if mode.placement != "cpu" and device == "cuda" else "cpu")
+        pipe = load_generator(spec, device=device)
         place(pipe, mode, device)
         return pipe, name, None
 

@@ -31,10 +31,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1 / max(np.mean((a - b) ** 2), 1e-20)))
 
 
-def draw(pipe, reference) -> np.ndarray:
+def draw(pipe, reference, **options) -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
     return pipe(reference, "a photo of the same cat on a beach", height=64, width=64, num_inference_steps=3,
-                generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+                generator=torch.Generator().manual_seed(0), output_type="np", **options).images[0]
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +95,25 @@ def test_gpu_modes_draw_close_to_bf16(name, dsd_weights, references):
 
 def test_group_offloading_hooks_leave_the_picture_unchanged(dsd_weights, references):
     """diffusers' group offloading (transformer by blocks, encoders by layers) run on the CPU: the hooks wrap
-    DSD's transformer and both encoders without changing a pixel (the VAE tiles in this mode, so both do)."""
+    DSD's transformer and both encoders without changing a pixel (the VAE tiles in this mode, so both do),
+    also under a step cache's hooks with true guidance's passes."""
     spec = dsd_weights["released"]
     plain = load_generator(spec)
     plain.vae.enable_tiling()
     grouped = load_generator(spec)
     place(grouped, MODES["group_offload"], "cpu")
     assert np.array_equal(draw(grouped, references["cat"]), draw(plain, references["cat"]))
+    options = {"cache": "fbc:0.08", "image_guidance_scale": 1.5}
+    assert np.array_equal(draw(grouped, references["cat"], **options), draw(plain, references["cat"], **options))
+
+
+def test_a_mode_this_machine_cannot_run_says_what_to_pick(tiny_base):
+    with pytest.raises(UserInputError, match="unknown memory mode 'int3'.*auto, gpu"):
+        load_in_mode(ModelSpec(base=str(tiny_base)), "int3")
+    if not torch.cuda.is_available():
+        assert check_runs_here(MODES["int8"]) == "cpu"
+        with pytest.raises(UserInputError, match="group_offload needs a CUDA GPU .*use cpu, int8"):
+            load_in_mode(ModelSpec(base=str(tiny_base)), "group_offload")
 
 
 # --- What each mode needs, computed ----------------------------------------------------------------
