@@ -87,6 +87,8 @@ def test_gpu_modes_draw_close_to_bf16(name, dsd_weights, references):
         pytest.skip(f"{name} needs compute capability {mode.capability}")
     spec = replace(dsd_weights["released"], dtype="bf16")
     reference, _, _ = load_in_mode(spec, "gpu")
+    if mode.vae_tiling:  # the tiny VAE tiles even 64 px canvases (its own size is 32 px)
+        reference.vae.enable_tiling()
     expected = draw(reference, references["cat"])
     pipe, _, _ = load_in_mode(spec, name)
     got = draw(pipe, references["cat"])
@@ -194,3 +196,12 @@ def test_the_gpu_benchmark_runs_its_matrix_on_the_tiny_model(tmp_path):
     for row in rows:
         assert float(row[3]) > 0 and float(row[4]) > 0
         assert (row[5] != "") == (row[2] == "none, all"), "stock FLUX beside the default setting"
+
+
+def test_auto_says_what_it_picked(tiny_base):
+    pipe, used, note = load_in_mode(ModelSpec(base=str(tiny_base)), "auto")
+    if not torch.cuda.is_available():
+        assert (used, note) == ("cpu", None)
+        return
+    assert used == "gpu" and note.startswith("memory mode auto picked gpu"), "the tiny model fits anywhere"
+    assert pipe.transformer.device.type == "cuda"
