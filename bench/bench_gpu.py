@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_SETTING = "none|all"
-SETTINGS = (DEFAULT_SETTING, "fbc:0.08|all", "taylorseer:3|all", "none|release")
+# Guidance ranges only matter with true guidance: `--mode relight --settings "none|all" "none|release" ...`.
+SETTINGS = (DEFAULT_SETTING, "fbc:0.08|all", "taylorseer:3|all")
 PROMPT = "a photo of the same cat sitting on a wooden table in a garden, soft morning light"
 REFERENCE = ROOT / "assets" / "examples" / "cat.jpg"
 
