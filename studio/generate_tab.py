@@ -111,7 +111,8 @@ def form(settings: Settings, public: bool = False) -> SimpleNamespace:
                                            "as shares (0.1:0.8) or step numbers (2:28)")
         f.cache = gr.Dropdown(list(CACHE_CHOICES), value="none", allow_custom_value=True, label="Step cache",
                               elem_id="cache", info="reuses work between steps: faster, a little different; "
-                                                    "NAME:VALUE sets its threshold, interval or range")
+                                                    "NAME:VALUE sets its threshold, interval or range. Fast preset: "
+                                                    "taylorseer:3 with guidance steps 0:0.5")
         f.fit = gr.Radio(["crop", "pad"], value="crop", label="Fit the reference to the panel")
         f.keep_reconstruction = gr.Checkbox(False, label="Also keep the reconstruction (left panel)")
         f.enhance = gr.Checkbox(False, label="Enhance the prompt",
