@@ -2,4 +2,6 @@ import sys
 
 from studio.cli import main
 
-sys.exit(main())
+# Guarded: a process started with multiprocessing's "spawn" imports this module again as `__mp_main__`.
+if __name__ == "__main__":
+    sys.exit(main())

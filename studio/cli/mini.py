@@ -16,6 +16,7 @@ resumes from that save, exactly, when the same command is run again.
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     wheel.add_argument("--grids", type=int, default=240)
     wheel.add_argument("--steps", type=int, default=20, help="sampling steps per grid")
     wheel.add_argument("--seed", type=int, default=0)
+    wheel.add_argument("--processes", type=int, default=1, help="processes drawing grids side by side (one per core)")
 
     student = stages.add_parser("train-student", parents=[common], help="the project's trainer on wheel pairs")
     student.add_argument("--teacher", type=Path, required=True)
@@ -106,7 +108,8 @@ def run_mini(args) -> int:
         need(args.teacher / "transformer", "teacher", "train one with `dsd mini train-teacher`")
         need(args.judge / "config.json", "judge", "train one with `dsd mini train-judge`")
         home = Path(getattr(args, "home", None) or "dsd-data/mini-wheel")
-        report = recipe.run_wheel(home, args.teacher, args.judge, args.grids, args.steps, args.seed, log=say)
+        report = recipe.run_wheel(home, args.teacher, args.judge, args.grids, args.steps, args.seed, log=say,
+                                  processes=args.processes)
     elif args.stage == "train-student":
         need(args.teacher / "transformer", "teacher", "train one with `dsd mini train-teacher`")
         need(args.data, "training pairs", "export them with `dsd mini wheel`")
@@ -152,7 +155,7 @@ def run_chain(out: Path, quick: bool, say) -> dict:
     timed("train-judge", lambda: recipe.train_judge_stage(out / "teacher", out / "judge", 256 if quick else 24000,
                                                           20 if quick else 8000, log=say))
     timed("wheel", lambda: recipe.run_wheel(out / "wheel", out / "teacher", out / "judge", 4 if quick else 240,
-                                            4 if quick else 20, log=say))
+                                            4 if quick else 20, log=say, processes=min(2, os.cpu_count() or 1)))
     for name in ("uncurated", "curated"):
         timed(f"train-student-{name}", lambda: recipe.train_student(out / "teacher", out / "wheel" / f"{name}.parquet",
                                                                     out / "student" / name, 10 if quick else 1500,
