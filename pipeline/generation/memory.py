@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pipeline.errors import UserInputError
 
 # torch is imported where it is used: the command line reads the modes' names without loading it.
-PLACEMENTS = ("gpu", "model_offload", "group_offload", "sequential_offload", "cpu")
 
 
 @dataclass(frozen=True)
 class MemoryMode:
     name: str
-    placement: str
+    placement: str  # gpu, model_offload, group_offload, sequential_offload or cpu
     transformer: str = "bf16"  # the blocks' weights: the model's dtype, int8, fp8 or int4
     text_int8: bool = False  # T5 in int8 (weight-only)
     vae_tiling: bool = False  # the VAE encodes and decodes canvases over 1024 px in tiles
@@ -63,10 +62,6 @@ MEMORY_MODES = ("auto", *MODES)
 # quantised), then bf16 again block by block (exact, slower: it copies the transformer to the GPU every step),
 # then int4, then layer by layer.
 AUTO_ORDER = ("gpu", "model_offload", "int8", "int8_offload", "group_offload", "int4_offload", "sequential_offload")
-
-
-def describe_modes() -> str:
-    return "; ".join(f"{mode.name}: {mode.summary}" for mode in _MODES)
 
 
 def get_memory_mode(name: str) -> MemoryMode:
