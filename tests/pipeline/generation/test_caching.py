@@ -53,12 +53,13 @@ def test_every_cache_runs_does_less_and_stays_close(tiny_pipe, references, work)
     cat = references["cat"]
     plain, plain_work = work(lambda: generate(tiny_pipe, cat))
     seed_scale = np.abs(generate(tiny_pipe, cat, seed=1) - plain).mean()
+    ranged = {"image_guidance_scale": 1.5, "text_guidance_scale": 1.5, "guidance_steps": "0.2:0.8"}
+    uncached = {"": (plain, plain_work), "ranged": work(lambda: generate(tiny_pipe, cat, **ranged))}
     assert set(ON_TINY) == set(CACHES)
     for name, setting in ON_TINY.items():
-        for guidance in ({}, {"image_guidance_scale": 1.5, "text_guidance_scale": 1.5, "guidance_steps": "0.2:0.8"}):
+        for guidance in ({}, ranged):
             cached, cached_work = work(lambda: generate(tiny_pipe, cat, cache=setting, **guidance))
-            reference, reference_work = (plain, plain_work) if not guidance else \
-                work(lambda: generate(tiny_pipe, cat, **guidance))
+            reference, reference_work = uncached["ranged" if guidance else ""]
             assert sum(cached_work.values()) < sum(reference_work.values()), (name, guidance, cached_work)
             assert np.abs(cached - reference).mean() < seed_scale / 10, (name, guidance)
         assert not tiny_pipe.transformer.is_cache_enabled
