@@ -179,6 +179,7 @@ def bench(name: str):
 
 def test_the_memory_table_names_what_reaches_the_targets(flux):
     text = bench("bench_memory").tables(flux)
+    assert text in (Path(__file__).resolve().parents[3] / "README.md").read_text(), "the README shows this table"
     assert "| T5-XXL encoder | 4,762,310,656 | 8.87 | 4.56 |" in text
     assert "| group_offload | same as bf16 | 2.9 | 3.7 | 512 px in 12 GB, 1024 px in 16 GB |" in text
     assert "| int8_offload | int8 weights: close to bf16 | 12.7 | 13.5 | 1024 px in 16 GB |" in text
