@@ -107,6 +107,11 @@ def test_noise_levels_follow_the_generators_schedule(trainer_side):
     generator_pipe = load_generator(ModelSpec(base=str(TINY)))
     generator_pipe.schedule(4, ROWS * COLUMNS, "cpu")  # unshifted levels 1, 0.75, 0.5, 0.25
     shifted = generator_pipe.scheduler.sigmas[1:4].tolist()
+    # The shift itself, exactly: FLUX's shift maps p to p' with 1/p' - 1 = exp(-mu) (1/p - 1), so the
+    # generator's schedule names its mu, and training must draw with the same one (on a canvas this small
+    # the shift is near its base value, which the counts below could not tell from the right one).
+    for p, level in zip((0.75, 0.5, 0.25), shifted):
+        assert math.log((1 / p - 1) / (1 / level - 1)) == pytest.approx(data.canvas.mu, abs=1e-5), (p, level)
     draws = 2000
     x0 = torch.zeros(draws, ROWS * COLUMNS, 64)
     batch = {"target": x0, "condition": x0, "prompt": data.empty["prompt"].expand(draws, -1, -1),
