@@ -67,6 +67,10 @@ class TeacherSettings:
     spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
     train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
     caption_dropout: float = 0.1  # share of items trained with the empty prompt, so true guidance has an unconditional
+    # The velocity's error weighted this much more on the subject than on the background (1: unweighted), as the
+    # VAE's is: identity lives in a few dozen tokens, and an unweighted loss binds the scene and light words
+    # (which move every token) long before the subject's.
+    subject_weight: float = 1.0
     true_cfg: float = 4.0  # the true guidance the teacher samples with (its sampling.json), when trained with dropout
     seed: int = 0
     save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
@@ -87,8 +91,14 @@ def other_value(rng: np.random.Generator, attribute: str, value: str) -> str:
     return str(choices[rng.integers(len(choices))])
 
 
-def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[str, Image.Image, bool]:
-    """(the wheel's prompt text, the grid, every panel the same subject?) for one training grid."""
+def compose_mask(masks, columns: int, gutter: int) -> Image.Image:
+    """The subject masks of a grid's panels, laid out as `compose_grid` lays out the panels (gutters: 0)."""
+    return compose_grid(masks, columns=columns, gutter=gutter, color="black").convert("L")
+
+
+def training_grid(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
+    """(the wheel's prompt text, the grid, every panel the same subject?) for one training grid, plus the
+    subjects' mask when asked."""
     identity = world.sample_identity(rng)
     named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
     contexts = world.grid_contexts(rng, 4, settings.spread)
@@ -99,18 +109,21 @@ def training_grid(rng: np.random.Generator, settings: TeacherSettings) -> tuple[
     if not consistent:
         attribute = unnamed[rng.integers(len(unnamed))]
         identities[rng.integers(4)] = replace(identity, **{attribute: other_value(rng, attribute, getattr(identity, attribute))})
-    panels = [world.render(i, c, PANEL) for i, c in zip(identities, contexts)]
-    return prompt.text, compose_grid(panels, columns=2, gutter=GUTTER), consistent
+    panels, masks = zip(*(world.render_with_mask(i, c, PANEL) for i, c in zip(identities, contexts)))
+    grid = compose_grid(panels, columns=2, gutter=GUTTER)
+    return (prompt.text, grid, consistent) + ((compose_mask(masks, 2, GUTTER),) if with_mask else ())
 
 
-def training_canvas(rng: np.random.Generator, settings: TeacherSettings) -> tuple[str, Image.Image]:
+def training_canvas(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
     """(a two-panel prompt, a 64x128 canvas): one subject in two contexts, side by side with no gutter, the
-    canvas `[reference | output]` the student is fine-tuned to draw."""
+    canvas `[reference | output]` the student is fine-tuned to draw; plus the subjects' mask when asked."""
     identity = world.sample_identity(rng)
     named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
     contexts = world.grid_contexts(rng, 2, settings.spread)
     prompt = world_grid_prompt(world.caption(identity, None, named), Layout(1, 2), contexts)
-    return prompt.text, compose_grid([world.render(identity, c, PANEL) for c in contexts], columns=2, gutter=0)
+    panels, masks = zip(*(world.render_with_mask(identity, c, PANEL) for c in contexts))
+    canvas = compose_grid(panels, columns=2, gutter=0)
+    return (prompt.text, canvas) + ((compose_mask(masks, 2, 0),) if with_mask else ())
 
 
 def training_single(rng: np.random.Generator, settings: TeacherSettings, with_mask: bool = False):
@@ -203,26 +216,39 @@ def make_teacher_data(pipe, settings: TeacherSettings, log: Log = print) -> dict
     prompt embeddings."""
     rng = np.random.default_rng(settings.seed + 1)
     data = {}
-    makers = [("single", lambda: training_single(rng, settings)), ("grid", lambda: training_grid(rng, settings)[:2])]
-    makers += [("canvas", lambda: training_canvas(rng, settings))] if settings.canvas_share > 0 else []
+    makers = [("single", lambda: training_single(rng, settings, with_mask=True)),
+              ("grid", lambda: (lambda t, g, _, m: (t, g, m))(*training_grid(rng, settings, with_mask=True)))]
+    makers += [("canvas", lambda: training_canvas(rng, settings, with_mask=True))] if settings.canvas_share > 0 else []
     for kind, make in makers:
         started = time.perf_counter()
         items = [make() for _ in range(settings.images)]
-        latents = encode_images(pipe, to_tensor([image for _, image in items]))
-        clip_ids, t5_ids = tokenize(pipe, [text for text, _ in items])
-        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "size": items[0][1].size}
+        latents = encode_images(pipe, to_tensor([image for _, image, _ in items]))
+        clip_ids, t5_ids = tokenize(pipe, [text for text, _, _ in items])
+        data[kind] = {"latents": latents, "clip_ids": clip_ids, "t5_ids": t5_ids, "size": items[0][1].size,
+                      "weights": token_weights([mask for _, _, mask in items], 2 * pipe.vae_scale_factor,
+                                               settings.subject_weight)}
         log(f"{kind}: {len(items)} rendered and encoded in {time.perf_counter() - started:.0f} s")
     return data
 
 
+def token_weights(masks: list[Image.Image], patch: int, subject_weight: float) -> torch.Tensor:
+    """(B, tokens, 1) loss weights of packed latent tokens: 1 on background, `subject_weight` where the subject
+    covers a token's `patch` x `patch` pixels, in between for partly covered tokens (pack order: row-major)."""
+    coverage = torch.from_numpy(np.stack([np.asarray(mask) for mask in masks])).float()[:, None] / 255
+    coverage = torch.nn.functional.avg_pool2d(coverage, patch).flatten(1)[..., None]
+    return 1 + (subject_weight - 1) * coverage
+
+
 def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_ids, mu: float,
-                        generator: torch.Generator) -> torch.Tensor:
-    """FLUX's training loss on single pictures (`pipeline.flow`): the velocity's mean squared error."""
+                        generator: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """FLUX's training loss on single pictures (`pipeline.flow`): the velocity's mean squared error, each
+    token's weighted by `weights` (B, tokens, 1) when given, normalised so the weights' mean is 1."""
     noisy, sigma, velocity = add_noise(latents, mu, generator)
     prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompts, pooled_projections=pooled,
                              timestep=sigma, guidance=torch.full_like(sigma, GUIDANCE), txt_ids=text_ids,
                              img_ids=image_ids, return_dict=False)[0]
-    return ((prediction - velocity) ** 2).mean()
+    error = (prediction - velocity) ** 2
+    return error.mean() if weights is None else (error * weights).mean() / weights.mean()
 
 
 def kind_geometry(pipe, width: int, height: int) -> tuple[torch.Tensor, float]:
@@ -274,8 +300,9 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         clip_ids, t5_ids = (torch.where(dropped[:, None], e, ids) for e, ids in zip(empty, (clip_ids, t5_ids)))
         with torch.set_grad_enabled(settings.train_text):
             prompts, pooled = embed(pipe, clip_ids, t5_ids)
+        weights = part["weights"][index] if settings.subject_weight != 1 else None
         loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
-                                   generator)
+                                   generator, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -309,7 +336,7 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
     resume = None
     if (folder / RESUME_FILE).is_file():
         resume = torch.load(folder / RESUME_FILE, weights_only=False)
-        if resume["settings"] != asdict(settings):
+        if TeacherSettings(**resume["settings"]) != settings:  # a setting added since takes its default
             raise UserInputError(f"{folder} holds a stopped training with other settings; resume it with the same "
                              f"settings or delete {RESUME_FILE} to train on top of it")
     torch.manual_seed(settings.seed)

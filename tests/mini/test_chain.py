@@ -162,3 +162,24 @@ def test_a_stopped_teacher_training_resumes_where_it_stopped(tmp_path):
     with pytest.raises(UserInputError, match="other settings"):
         torch.save({"settings": {}}, stopped / RESUME_FILE)
         train_teacher(stopped, settings, logs.append)
+
+
+def test_the_teachers_subject_weights_sit_on_the_subjects_tokens():
+    """A grid's mask lines up with its panels, and a token's weight follows how much of it the subject covers:
+    the packed token order is row-major, so the weights put back in a square show the subjects where they are."""
+    import torch
+
+    from mini.teacher import token_weights
+
+    text, grid, consistent, mask = training_grid(np.random.default_rng(5), TeacherSettings(), with_mask=True)
+    assert mask.size == grid.size and mask.mode == "L"
+    coverage = np.asarray(mask) > 0
+    assert 0.05 < coverage.mean() < 0.5 and not coverage[:, 64:80].any()  # subjects in panels, none in the gutter
+    weights = token_weights([mask], 8, 5.0)
+    side = grid.width // 8
+    assert weights.shape == (1, side * side, 1)
+    square = weights[0, :, 0].reshape(side, side).numpy()
+    assert square.min() == 1 and square.max() == 5
+    covered = (np.asarray(mask) / 255).reshape(side, 8, side, 8).mean(axis=(1, 3))  # soft edges count in part
+    assert np.allclose(square, 1 + 4 * covered, atol=1e-5)
+    assert torch.equal(token_weights([mask], 8, 1.0), torch.ones_like(weights))
