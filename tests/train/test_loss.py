@@ -85,7 +85,9 @@ def test_the_loss_is_the_weighted_flow_matching_error_of_both_halves(trainer_sid
     x0 = batch["target"]
     s = sigma[:, None, None]
     noise = (noisy - (1 - s) * x0) / s
-    for item in range(x0.shape[0]):  # each item's noise: unit Gaussian, unrelated to its latents
+    # Each item's noise is unit Gaussian and unrelated to its latents: its mean, standard deviation and correlation
+    # with the latents within 5 standard errors (1/sqrt(n), 1/sqrt(2n), 1/sqrt(n)) of 0, 1 and 0.
+    for item in range(x0.shape[0]):
         n = noise[item].flatten()
         assert abs(n.mean().item()) < 5 / math.sqrt(n.numel()) and abs(n.std().item() - 1) < 5 / math.sqrt(2 * n.numel())
         assert abs(torch.corrcoef(torch.stack([n, x0[item].flatten()]))[0, 1].item()) < 5 / math.sqrt(n.numel())
