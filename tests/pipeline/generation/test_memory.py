@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig
 
 from pipeline.errors import UserInputError
 from pipeline.generation.memory import MODES, check_runs_here, load_in_mode, pick_auto, place
 from pipeline.generation.memory_table import GIB, Footprint, flux_on_meta, memory_rows, weight_bytes
-from pipeline.generation.model import DSDTransformer2DModel
 from pipeline.generation.weights import ModelSpec, load_generator, save_dsd_weights
-from tests.pipeline.generation.test_weights import finetuned, write_released  # noqa: F401 (a fixture)
+from tests.pipeline.generation.test_weights import as_if_trained, finetuned, write_released  # noqa: F401 (a fixture)
 
 # int8 weight-only rounds each weight to 1/254 of its row's largest: on the tiny model the picture moves by
 # 65-80 dB PSNR, where leaving out the DSD weights (LoRA and condition embedder) gives 21-25 dB. 40 dB (an RMS
@@ -41,13 +39,7 @@ def draw(pipe, reference, **options) -> np.ndarray:
 def dsd_weights(tiny_base, finetuned, tmp_path_factory) -> dict[str, ModelSpec]:  # noqa: F811
     """The released layout (fine-tuned transformer + LoRA) and our training format (LoRA + condition embedder)."""
     root = tmp_path_factory.mktemp("weights")
-    trained = DSDTransformer2DModel.from_pretrained(tiny_base / "transformer")
-    trained.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0", "add_k_proj"]))
-    noise = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, parameter in trained.named_parameters():
-            if "lora_" in name or name.startswith("c_embedder."):
-                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=noise))
+    trained = as_if_trained(tiny_base)
     return {
         "released": ModelSpec(base=str(tiny_base), dsd=str(write_released(root / "released", finetuned))),
         "ours": ModelSpec(base=str(tiny_base), dsd=str(save_dsd_weights(trained, root / "ours"))),

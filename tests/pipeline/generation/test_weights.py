@@ -212,15 +212,21 @@ def test_lora_changes_the_generator_output(released, references, tiny_base):
 # --- Our format: what training writes -------------------------------------------------------------
 
 
-def test_our_format_reproduces_the_trained_model(tiny_base, tmp_path, forward_inputs):
+def as_if_trained(tiny_base: Path) -> DSDTransformer2DModel:
+    """The tiny base's transformer with a LoRA and condition embedder set to seeded random values, as training
+    leaves them. lora_alpha != r, so a file must carry the scale as well as the matrices."""
     trained = DSDTransformer2DModel.from_pretrained(tiny_base / "transformer")
-    # lora_alpha != r, so the file must carry the scale as well as the matrices.
     trained.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0", "add_k_proj"]))
     noise = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for name, parameter in trained.named_parameters():
             if "lora_" in name or name.startswith("c_embedder."):
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=noise))
+    return trained
+
+
+def test_our_format_reproduces_the_trained_model(tiny_base, tmp_path, forward_inputs):
+    trained = as_if_trained(tiny_base)
     save_dsd_weights(trained, tmp_path / "run")
 
     pipe = load_generator(ModelSpec(base=str(tiny_base), dsd=str(tmp_path / "run")))
