@@ -66,6 +66,11 @@ class TeacherSettings:
     images: int = 4000  # rendered singles and grids, each; encoded once
     spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
     train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
+    # A trained teacher folder whose text encoders this one starts from (the world's vocabulary in both). With
+    # `train_text=False` they stay frozen, as FLUX's pretrained encoders do: a transformer trained from scratch
+    # beside learning encoders can flatten the subject's words (issue 14: the 4x-VAE teacher's colour words
+    # collapsed, body colour read 0.10; on the shipped teacher's frozen encoders, 0.90 by step 3,000).
+    text_encoders: str = ""
     caption_dropout: float = 0.1  # share of items trained with the empty prompt, so true guidance has an unconditional
     # The velocity's error weighted this much more on the subject than on the background (1: unweighted), as the
     # VAE's is: identity lives in a few dozen tokens, and an unweighted loss binds the scene and light words
@@ -320,6 +325,18 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     return {f"teacher_loss_{kind}": round(float(np.mean(losses or [0])), 4) for kind, losses in recent.items()}
 
 
+def pretrained_text_encoders(folder: Path, tokenizer) -> dict:
+    """The CLIP and T5 encoders of a trained teacher folder, checked to read the same words as `tokenizer`."""
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+    if not (folder / "text_encoder" / "config.json").is_file() or not (folder / "text_encoder_2" / "config.json").is_file():
+        raise UserInputError(f"no text encoders in {folder}: give a trained teacher folder (`dsd mini train-teacher`)")
+    if AutoTokenizer.from_pretrained(str(folder / "tokenizer_2")).get_vocab() != tokenizer.get_vocab():
+        raise UserInputError(f"{folder}'s text encoders read another vocabulary than this teacher's; train one for it")
+    return {"text_encoder": CLIPTextModel.from_pretrained(str(folder / "text_encoder")),
+            "text_encoder_2": T5EncoderModel.from_pretrained(str(folder / "text_encoder_2"))}
+
+
 RESUME_FILE = "resume.pt"  # in a teacher folder whose training stopped between saves; gone once it finishes
 
 
@@ -340,7 +357,10 @@ def train_teacher(folder: str | Path, settings: TeacherSettings = TeacherSetting
             raise UserInputError(f"{folder} holds a stopped training with other settings; resume it with the same "
                              f"settings or delete {RESUME_FILE} to train on top of it")
     torch.manual_seed(settings.seed)
-    pipe = DSDPipeline(**build_tiny_components(config))
+    components = build_tiny_components(config)
+    if settings.text_encoders:
+        components |= pretrained_text_encoders(Path(settings.text_encoders), components["tokenizer_2"])
+    pipe = DSDPipeline(**components)
     started = time.perf_counter()
     diffusers.utils.logging.set_verbosity_error()  # CLIP truncates grid prompts at 77 tokens, by design: T5 reads them
     trained_vae = folder / "vae" / "vae.json"

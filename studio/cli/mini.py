@@ -33,6 +33,8 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     teacher.add_argument("--images", type=int, help="rendered singles and grids, each (default 4000)")
     teacher.add_argument("--lr", type=float, help="transformer learning rate (default 1e-3; lower for a further round)")
     teacher.add_argument("--save-every", type=int, help="save the folder every N steps; rerun to resume (default: at the end)")
+    teacher.add_argument("--text-encoders", type=Path, metavar="TEACHER",
+                         help="start from this trained teacher's text encoders, frozen (as FLUX's pretrained ones are)")
     teacher.add_argument("--seed", type=int, default=0)
 
     judge = stages.add_parser("train-judge", parents=[common], help="the attribute judge: curator and instrument")
@@ -100,6 +102,8 @@ def run_mini(args) -> int:
     if args.stage == "train-teacher":
         overrides = {k: v for k, v in (("steps", args.steps), ("vae_steps", args.vae_steps), ("images", args.images),
                                        ("lr", args.lr), ("save_every", args.save_every)) if v is not None}
+        if args.text_encoders is not None:
+            overrides |= {"text_encoders": str(args.text_encoders), "train_text": False}
         report = train_teacher(args.out, TeacherSettings(seed=args.seed, **overrides), log=say)
     elif args.stage == "train-judge":
         need(args.teacher / "vae", "teacher", "train one with `dsd mini train-teacher`")

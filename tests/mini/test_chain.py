@@ -4,6 +4,7 @@ the project's wheel and trainer, report) in a quick run."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,25 @@ def test_the_teachers_subject_weights_sit_on_the_subjects_tokens():
     covered = (np.asarray(mask) / 255).reshape(side, 8, side, 8).mean(axis=(1, 3))  # soft edges count in part
     assert np.allclose(square, 1 + 4 * covered, atol=1e-5)
     assert torch.equal(token_weights([mask], 8, 1.0), torch.ones_like(weights))
+
+
+def test_a_teacher_can_start_from_another_teachers_text_encoders_frozen(tmp_path):
+    """FLUX's text encoders come pretrained and stay frozen. A teacher given a trained teacher's encoders with
+    `train_text=False` keeps them bit for bit while its own transformer learns; a folder without encoders is
+    refused with a message that says what to give."""
+    from safetensors.torch import load_file
+
+    from mini.teacher import train_teacher
+    from pipeline.errors import UserInputError
+
+    settings = TeacherSettings(vae_steps=3, steps=4, images=16, batch=4)
+    train_teacher(tmp_path / "first", settings, lambda line: None)
+    train_teacher(tmp_path / "second", replace(settings, text_encoders=str(tmp_path / "first"), train_text=False,
+                                               seed=1), lambda line: None)
+    for part in ("text_encoder", "text_encoder_2", "transformer"):
+        first, second = (load_file(next((tmp_path / run / part).glob("*.safetensors"))) for run in ("first", "second"))
+        same = all(torch.equal(first[k], second[k]) for k in first)
+        assert same == (part != "transformer"), part
+    with pytest.raises(UserInputError, match="no text encoders in .*train-teacher"):
+        train_teacher(tmp_path / "third", replace(settings, text_encoders=str(tmp_path / "first" / "vae")),
+                      lambda line: None)
