@@ -25,9 +25,11 @@ from mini import JUDGE, PANEL, STUDENT, TEACHER, world
 from mini.benchmark import MODES, attribute_scores, evaluation_items
 from mini.embedded import CURATED, EXAMPLES
 from mini.judge import CONTEXT, IDENTITY, AttributeReader, judge_accuracy, read_attributes
+from mini.prompts import world_grid_prompt
 from mini.teacher import GUIDANCE, panel_prompt
 from pipeline.generation.weights import ModelSpec, load_generator
 from pipeline.images import compose_grid
+from pipeline.wheel.grids import Layout
 from pipeline.wheel.teacher import load_teacher
 
 ROWS = ("teacher_text", "copy_reference", "student_uncurated", "student_curated")
@@ -77,6 +79,38 @@ def teacher_fidelity(model: AttributeReader, teacher: str | Path = TEACHER, coun
     return {"panels": count, "pf": round(float(np.mean([np.mean(v) for v in right.values()])), 4),
             "identity_all": round(float(np.mean([all(right[x][k] for x in IDENTITY) for k in range(count)])), 4),
             "by_attribute": {x: round(float(np.mean(v)), 4) for x, v in right.items()}}
+
+
+def halves_agreement(left: list[dict], right: list[dict]) -> dict:
+    """How often two lists of readings (the halves of the same canvases) agree, per identity attribute, beside
+    `chance`: the agreement expected if each half were drawn on its own with the same habits (the sum over values
+    of how often the judge reads it on the left times on the right), so a teacher that draws one pink blob in
+    both halves scores its habit, not a copy; `all_five`: the share alike in every identity attribute."""
+    count = len(left)
+    agree, chance = {}, {}
+    for x in IDENTITY:
+        a, b = [r[x] for r in left], [r[x] for r in right]
+        agree[x] = round(float(np.mean([u == v for u, v in zip(a, b)])), 4)
+        chance[x] = round(float(sum(a.count(v) * b.count(v) for v in set(a))) / count**2, 4)
+    alike = [all(u[x] == v[x] for x in IDENTITY) for u, v in zip(left, right)]
+    return {"agree": agree, "chance": chance, "all_five": round(float(np.mean(alike)), 4)}
+
+
+@torch.no_grad()
+def teacher_consistency(model: AttributeReader, teacher: str | Path = TEACHER, count: int = 48, seed: int = 0,
+                        steps: int = 20) -> dict:
+    """The teacher's in-context prior, which the student's fine-tune builds on (the paper takes it from FLUX):
+    1x2 canvases with no gutter, the layout the student draws `[reference | output]` in, whose prompt names no
+    identity attribute, only each half's scene and light. Only the teacher's own sense that the two halves show
+    one subject makes them agree; `halves_agreement` of the judge's readings."""
+    rng = np.random.default_rng(3000 + seed)
+    prompts = [world_grid_prompt(world.caption(world.sample_identity(rng), None, []), Layout(1, 2),
+                                 world.grid_contexts(rng, 2)).text for _ in range(count)]
+    generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(count)]
+    canvases = load_teacher(str(teacher)).draw(prompts, 2 * PANEL, PANEL, steps, GUIDANCE, generators)
+    left = read_attributes(model, [canvas.crop((0, 0, PANEL, PANEL)) for canvas in canvases])
+    right = read_attributes(model, [canvas.crop((PANEL, 0, 2 * PANEL, PANEL)) for canvas in canvases])
+    return {"canvases": count} | halves_agreement(left, right)
 
 
 def example_fidelity(model: AttributeReader, teacher: str | Path = TEACHER, curated: str | Path = CURATED,
@@ -136,11 +170,14 @@ def run_report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, student
     singles = teacher_fidelity(model, teacher, count=2 * per_mode * len(MODES), steps=steps)
     log(f"teacher on single panels naming every attribute: PF {singles['pf']:.3f}, all five identity attributes "
         f"right {singles['identity_all']:.3f}")
+    consistency = teacher_consistency(model, teacher, count=per_mode * len(MODES), steps=steps)
+    log(f"teacher's 1x2 canvases naming no identity attribute, halves alike in all five: {consistency['all_five']:.3f}")
     examples = example_fidelity(model, teacher, students["student_curated"])
     log("embedded default's examples, identity attributes found (of 5): "
         + ", ".join(f"{name} {mean:.2f}" for name, mean in examples["mean"].items()))
     return {"judge_accuracy": accuracy, "rows": rows, "seeds": seeds, "items_per_seed": per_mode * len(MODES),
-            "teacher_singles": singles, "examples": examples, "seconds": round(time.perf_counter() - started)}
+            "teacher_singles": singles, "teacher_consistency": consistency, "examples": examples,
+            "seconds": round(time.perf_counter() - started)}
 
 
 def save_picture(path: str | Path, items: list[dict], outputs: dict, columns: int = 8, scale: int = 2) -> Path:
@@ -179,6 +216,15 @@ def markdown(result: dict) -> str:
                       f"{singles['pf']:.3f}, all five identity attributes right {singles['identity_all']:.3f}.", "",
                   "| " + " | ".join(singles["by_attribute"]) + " |", "|" + "---:|" * len(singles["by_attribute"]),
                   "| " + " | ".join(f"{v:.3f}" for v in singles["by_attribute"].values()) + " |"]
+    if "teacher_consistency" in result:
+        consistency = result["teacher_consistency"]
+        lines += ["", f"The teacher on {consistency['canvases']} 1x2 canvases (the student's layout) whose prompt names "
+                      "no identity attribute: the share whose halves the judge reads alike, then (in brackets) what "
+                      "chance would give from how often it reads each value; all five alike "
+                      f"{consistency['all_five']:.3f}.", "",
+                  "| " + " | ".join(consistency["agree"]) + " |", "|" + "---:|" * len(consistency["agree"]),
+                  "| " + " | ".join(f"{consistency['agree'][x]:.3f} ({consistency['chance'][x]:.3f})"
+                                    for x in consistency["agree"]) + " |"]
     if "examples" in result:
         lines += ["", "The Generate tab's examples on these weights, identity attributes of the reference found (of 5, "
                       f"mean over {result['examples']['seeds']} seeds): "

@@ -130,6 +130,9 @@ def test_report_on_shipped_weights_reproduces_the_shipped_figures():
     assert result["judge_accuracy"] == shipped["judge_accuracy"] >= 0.95
     for name, value in shipped["teacher_singles"]["by_attribute"].items():  # 96 panels: 0.05 is about 5 readings
         assert abs(result["teacher_singles"]["by_attribute"][name] - value) <= 0.05, (name, result["teacher_singles"])
+    for part in ("agree", "chance"):  # 48 canvases read twice: 0.1 is about five canvases' readings
+        for name, value in shipped["teacher_consistency"][part].items():
+            assert abs(result["teacher_consistency"][part][name] - value) <= 0.1, (name, result["teacher_consistency"])
     for name, found in shipped["examples"]["mean"].items():  # 4 pictures: 0.5 is two readings
         assert abs(result["examples"]["mean"][name] - found) <= 0.5, (name, result["examples"])
 
@@ -188,6 +191,10 @@ def test_readme_quotes_the_shipped_figures():
     singles = shipped["teacher_singles"]
     assert f"PF {singles['pf']:.3f}" in readme and f"only {singles['identity_all']:.3f}" in readme
     assert "| " + " | ".join(f"{v:.3f}" for v in singles["by_attribute"].values()) + " |" in readme
+    consistency = shipped["teacher_consistency"]
+    assert f"all five alike {consistency['all_five']:.3f}" in readme
+    assert "| " + " | ".join(f"{consistency['agree'][x]:.3f} ({consistency['chance'][x]:.3f})"
+                             for x in consistency["agree"]) + " |" in readme
     star, circle, triangle = shipped["examples"]["mean"].values()
     assert f"{star:.2f} (star), {circle:.2f} (circle) and {triangle:.2f} (triangle)" in readme
     domain = json.loads((ASSETS / "teacher_domain.json").read_text())
