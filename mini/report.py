@@ -27,6 +27,7 @@ from mini.embedded import CURATED, EXAMPLES
 from mini.judge import CONTEXT, IDENTITY, AttributeReader, judge_accuracy, read_attributes
 from mini.prompts import world_grid_prompt
 from mini.teacher import GUIDANCE, panel_prompt
+from pipeline.generation.pipeline import text_length
 from pipeline.generation.weights import ModelSpec, load_generator
 from pipeline.images import compose_grid
 from pipeline.wheel.grids import Layout
@@ -113,6 +114,60 @@ def teacher_consistency(model: AttributeReader, teacher: str | Path = TEACHER, c
     return {"canvases": count} | halves_agreement(left, right)
 
 
+def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], steps: int,
+                  generators: list[torch.Generator]) -> list[Image.Image]:
+    """1x2 canvases whose left half is held to `references` while the teacher draws: at every step the left
+    half's latents are set to the reference's, noised to that step's level with the item's own noise (as
+    inpainting holds what it keeps), so the right half is drawn beside a subject already fixed, as the
+    student's output is drawn beside its reference. Sampled as `Teacher.draw` samples (its true guidance)."""
+    pipe = teacher.pipe
+    pixels = torch.stack([torch.from_numpy(np.concatenate([np.asarray(r.convert("RGB"))] * 2, axis=1))
+                          for r in references]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    latents = pipe.vae.encode(pixels).latent_dist.mode()
+    latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    held = pipe._pack_latents(latents, *latents.shape)
+    columns = latents.shape[3] // 2  # packed tokens per canvas row, row-major
+    left = ((torch.arange(held.shape[1]) % columns) < columns // 2)[None, :, None]
+    noise = torch.stack([torch.randn(held.shape[1:], generator=g) for g in generators])
+
+    def hold_left(pipe, step, timestep, tensors):
+        sigma = pipe.scheduler.sigmas[step + 1]
+        tensors["latents"] = torch.where(left, (1 - sigma) * held + sigma * noise, tensors["latents"])
+        return tensors
+
+    extra = {"max_sequence_length": text_length(pipe)}
+    if teacher.true_cfg != 1:
+        extra |= {"true_cfg_scale": teacher.true_cfg, "negative_prompt": [""] * len(prompts)}
+    width, height = references[0].width, references[0].height
+    return pipe(prompts, width=2 * width, height=height, num_inference_steps=steps, guidance_scale=GUIDANCE,
+                latents=noise, callback_on_step_end=hold_left, callback_on_step_end_tensor_inputs=["latents"],
+                **extra).images
+
+
+@torch.no_grad()
+def teacher_copy(model: AttributeReader, teacher: str | Path = TEACHER, count: int = 48, seed: int = 0,
+                 steps: int = 20) -> dict:
+    """The teacher's copy prior, what the student's fine-tune starts from: the right halves of `copy_canvases`
+    beside crisp renders of held-out subjects (the world's spread), from prompts that name no identity
+    attribute. Per attribute, the share of right halves the judge reads as the reference's value, beside
+    chance from its habits on the right halves against the subjects' values (`halves_agreement` with the
+    truth as the left). Unlike `teacher_consistency`, both halves cannot drift to one default together."""
+    rng = np.random.default_rng(4000 + seed)
+    subjects = sorted(world.held_out(), key=lambda i: tuple(vars(i).values()))
+    identities = [subjects[k] for k in rng.choice(len(subjects), count, replace=count > len(subjects))]
+    references, prompts = [], []
+    for identity in identities:
+        contexts = world.grid_contexts(rng, 2)
+        references.append(world.render(identity, contexts[0], PANEL))
+        prompts.append(world_grid_prompt(world.caption(identity, None, []), Layout(1, 2), contexts).text)
+    generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(count)]
+    canvases = copy_canvases(load_teacher(str(teacher)), references, prompts, steps, generators)
+    right = read_attributes(model, [canvas.crop((PANEL, 0, 2 * PANEL, PANEL)) for canvas in canvases])
+    truth = [{x: getattr(identity, x) for x in IDENTITY} for identity in identities]
+    result = halves_agreement(truth, right)
+    return {"canvases": count, "copied": result["agree"], "chance": result["chance"], "all_five": result["all_five"]}
+
+
 def example_fidelity(model: AttributeReader, teacher: str | Path = TEACHER, curated: str | Path = CURATED,
                      seeds: int = 4) -> dict:
     """What the Generate tab's three examples give on the miniature at the tab's defaults: per example, how
@@ -172,11 +227,14 @@ def run_report(teacher: str | Path = TEACHER, judge: str | Path = JUDGE, student
         f"right {singles['identity_all']:.3f}")
     consistency = teacher_consistency(model, teacher, count=per_mode * len(MODES), steps=steps)
     log(f"teacher's 1x2 canvases naming no identity attribute, halves alike in all five: {consistency['all_five']:.3f}")
+    copy = teacher_copy(model, teacher, count=per_mode * len(MODES), steps=steps)
+    log(f"teacher's right halves beside a held reference, all five identity attributes copied: {copy['all_five']:.3f}")
     examples = example_fidelity(model, teacher, students["student_curated"])
     log("embedded default's examples, identity attributes found (of 5): "
         + ", ".join(f"{name} {mean:.2f}" for name, mean in examples["mean"].items()))
     return {"judge_accuracy": accuracy, "rows": rows, "seeds": seeds, "items_per_seed": per_mode * len(MODES),
-            "teacher_singles": singles, "teacher_consistency": consistency, "examples": examples,
+            "teacher_singles": singles, "teacher_consistency": consistency, "teacher_copy": copy,
+            "examples": examples,
             "seconds": round(time.perf_counter() - started)}
 
 
@@ -200,6 +258,12 @@ def save_picture(path: str | Path, items: list[dict], outputs: dict, columns: in
     return path
 
 
+def _against_chance(sentence: str, shares: dict, chance: dict) -> list[str]:
+    """A paragraph and a one-row table of per-attribute shares, each with its chance in brackets."""
+    return ["", sentence, "", "| " + " | ".join(shares) + " |", "|" + "---:|" * len(shares),
+            "| " + " | ".join(f"{shares[x]:.3f} ({chance[x]:.3f})" for x in shares) + " |"]
+
+
 def markdown(result: dict) -> str:
     """The report as the README's table."""
     lines = [f"Judge same/different accuracy on held-out rendered pairs: {result['judge_accuracy']:.3f}; "
@@ -218,13 +282,17 @@ def markdown(result: dict) -> str:
                   "| " + " | ".join(f"{v:.3f}" for v in singles["by_attribute"].values()) + " |"]
     if "teacher_consistency" in result:
         consistency = result["teacher_consistency"]
-        lines += ["", f"The teacher on {consistency['canvases']} 1x2 canvases (the student's layout) whose prompt names "
-                      "no identity attribute: the share whose halves the judge reads alike, then (in brackets) what "
-                      "chance would give from how often it reads each value; all five alike "
-                      f"{consistency['all_five']:.3f}.", "",
-                  "| " + " | ".join(consistency["agree"]) + " |", "|" + "---:|" * len(consistency["agree"]),
-                  "| " + " | ".join(f"{consistency['agree'][x]:.3f} ({consistency['chance'][x]:.3f})"
-                                    for x in consistency["agree"]) + " |"]
+        lines += _against_chance(f"The teacher on {consistency['canvases']} 1x2 canvases (the student's layout) whose "
+                                 "prompt names no identity attribute: the share whose halves the judge reads alike, then "
+                                 "(in brackets) what chance would give from how often it reads each value; all five "
+                                 f"alike {consistency['all_five']:.3f}.", consistency["agree"], consistency["chance"])
+    if "teacher_copy" in result:
+        copy = result["teacher_copy"]
+        lines += _against_chance(f"The teacher drawing the right half of {copy['canvases']} 1x2 canvases beside a held "
+                                 "reference (a held-out subject), from a prompt that names no identity attribute: the "
+                                 "share of right halves the judge reads as the reference's value, then (in brackets) "
+                                 f"chance from its habits; all five copied {copy['all_five']:.3f}.", copy["copied"],
+                                 copy["chance"])
     if "examples" in result:
         lines += ["", "The Generate tab's examples on these weights, identity attributes of the reference found (of 5, "
                       f"mean over {result['examples']['seeds']} seeds): "

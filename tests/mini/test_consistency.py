@@ -48,3 +48,32 @@ def test_one_subject_drawn_everywhere_earns_nothing_over_its_habit(readings):
     same = [left[0]] * COUNT  # a teacher that draws the same creature whatever it is asked
     result = halves_agreement(same, same)
     assert result["agree"] == result["chance"] == {x: 1.0 for x in IDENTITY} and result["all_five"] == 1.0
+
+
+def test_copy_canvases_hold_the_reference_in_the_left_half():
+    """`teacher_copy` reads the right halves of canvases drawn beside a reference; that only measures copying if
+    the left half really shows the reference when the teacher is done, whatever the teacher would have drawn."""
+    import torch
+
+    from mini import TEACHER
+    from mini.prompts import world_grid_prompt
+    from mini.report import copy_canvases
+    from pipeline.wheel.grids import Layout
+    from pipeline.wheel.teacher import load_teacher
+
+    rng = np.random.default_rng(11)
+    subjects = sorted(world.held_out(), key=lambda i: tuple(vars(i).values()))
+    identities = [subjects[k] for k in rng.choice(len(subjects), 4, replace=False)]
+    contexts = [world.grid_contexts(rng, 2) for _ in identities]
+    references = [world.render(i, c[0], PANEL) for i, c in zip(identities, contexts)]
+    prompts = [world_grid_prompt(world.caption(i, None, []), Layout(1, 2), c).text for i, c in zip(identities, contexts)]
+    canvases = copy_canvases(load_teacher(str(TEACHER)), references, prompts, 8,
+                             [torch.Generator().manual_seed(k) for k in range(4)])
+    assert all(canvas.size == (2 * PANEL, PANEL) for canvas in canvases)
+    pixels = [np.asarray(r, dtype=float) for r in references]
+    for k, canvas in enumerate(canvases):
+        left = np.asarray(canvas.crop((0, 0, PANEL, PANEL)), dtype=float)
+        own, other = np.abs(left - pixels[k]).mean(), np.abs(left - pixels[k - 1]).mean()
+        # What is left is the VAE's round trip of the reference; another subject in another scene differs in most
+        # pixels. A left half drawn freely by the teacher would be as far from its reference as from any other.
+        assert own < other / 3, (k, own, other)

@@ -133,6 +133,9 @@ def test_report_on_shipped_weights_reproduces_the_shipped_figures():
     for part in ("agree", "chance"):  # 48 canvases read twice: 0.1 is about five canvases' readings
         for name, value in shipped["teacher_consistency"][part].items():
             assert abs(result["teacher_consistency"][part][name] - value) <= 0.1, (name, result["teacher_consistency"])
+    for part in ("copied", "chance"):  # 48 right halves read once: 0.1 is about five readings
+        for name, value in shipped["teacher_copy"][part].items():
+            assert abs(result["teacher_copy"][part][name] - value) <= 0.1, (name, result["teacher_copy"])
     for name, found in shipped["examples"]["mean"].items():  # 4 pictures: 0.5 is two readings
         assert abs(result["examples"]["mean"][name] - found) <= 0.5, (name, result["examples"])
 
@@ -195,6 +198,9 @@ def test_readme_quotes_the_shipped_figures():
     assert f"all five alike {consistency['all_five']:.3f}" in readme
     assert "| " + " | ".join(f"{consistency['agree'][x]:.3f} ({consistency['chance'][x]:.3f})"
                              for x in consistency["agree"]) + " |" in readme
+    copy = shipped["teacher_copy"]
+    assert f"all five copied {copy['all_five']:.3f}" in readme
+    assert "| " + " | ".join(f"{copy['copied'][x]:.3f} ({copy['chance'][x]:.3f})" for x in copy["copied"]) + " |" in readme
     star, circle, triangle = shipped["examples"]["mean"].values()
     assert f"{star:.2f} (star), {circle:.2f} (circle) and {triangle:.2f} (triangle)" in readme
     domain = json.loads((ASSETS / "teacher_domain.json").read_text())
