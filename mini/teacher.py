@@ -76,6 +76,19 @@ class TeacherSettings:
     # VAE's is: identity lives in a few dozen tokens, and an unweighted loss binds the scene and light words
     # (which move every token) long before the subject's.
     subject_weight: float = 1.0
+    # 1x2 canvases: the attributes their prompts never name (each other one is named with chance `canvas_named`),
+    # so that only the canvas's other half shows them; and the share whose second half keeps the first's place,
+    # size and rotation (only scene, light and warmth change), the easiest copies to learn from.
+    canvas_unnamed: tuple[str, ...] = ()
+    canvas_named: float = 0.5
+    canvas_aligned: float = 0.0
+    # The in-context lesson: the share of canvases with one half clearer than the other (clean outright half the
+    # time, else at a uniform fraction of the other's level), and the loss on the noisier half only. The student
+    # draws its output beside a reference it is given whole; a teacher that has only drawn both halves at one
+    # level copies a given half near chance (issue 14: shape 0.31, body 0.54 with the left held clean, against
+    # 0.38 and 0.75 after 500 steps of this). The clearer half carries no loss: its target velocity is mostly
+    # noise it cannot see, and that loss would swamp the gradient that rewards copying.
+    canvas_clearer: float = 0.0
     true_cfg: float = 4.0  # the true guidance the teacher samples with (its sampling.json), when trained with dropout
     seed: int = 0
     save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
@@ -123,8 +136,11 @@ def training_canvas(rng: np.random.Generator, settings: TeacherSettings, with_ma
     """(a two-panel prompt, a 64x128 canvas): one subject in two contexts, side by side with no gutter, the
     canvas `[reference | output]` the student is fine-tuned to draw; plus the subjects' mask when asked."""
     identity = world.sample_identity(rng)
-    named = [attribute for attribute in world.ATTRIBUTES if rng.random() < settings.grid_named]
+    named = [attribute for attribute in world.ATTRIBUTES
+             if attribute not in settings.canvas_unnamed and rng.random() < settings.canvas_named]
     contexts = world.grid_contexts(rng, 2, settings.spread)
+    if rng.random() < settings.canvas_aligned:
+        contexts[1] = replace(contexts[0], scene=contexts[1].scene, light=contexts[1].light, warmth=contexts[1].warmth)
     prompt = world_grid_prompt(world.caption(identity, None, named), Layout(1, 2), contexts)
     panels, masks = zip(*(world.render_with_mask(identity, c, PANEL) for c in contexts))
     canvas = compose_grid(panels, columns=2, gutter=0)
@@ -245,15 +261,37 @@ def token_weights(masks: list[Image.Image], patch: int, subject_weight: float) -
 
 
 def rectified_flow_loss(transformer, latents, prompts, pooled, image_ids, text_ids, mu: float,
-                        generator: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+                        generator: torch.Generator, weights: torch.Tensor | None = None, clearer: float = 0.0,
+                        columns: int = 0) -> torch.Tensor:
     """FLUX's training loss on single pictures (`pipeline.flow`): the velocity's mean squared error, each
-    token's weighted by `weights` (B, tokens, 1) when given, normalised so the weights' mean is 1."""
+    token's weighted by `weights` (B, tokens, 1) when given, normalised so the weights' mean is 1. With
+    `clearer`, that share of the items (1x2 canvases `columns` tokens wide) has one half clearer, without loss
+    (`clearer_half`)."""
     noisy, sigma, velocity = add_noise(latents, mu, generator)
+    if clearer > 0:
+        noisy, kept = clearer_half(latents, velocity + latents, sigma, columns, clearer, generator)
+        weights = (torch.ones_like(kept, dtype=latents.dtype) if weights is None else weights) * kept
     prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompts, pooled_projections=pooled,
                              timestep=sigma, guidance=torch.full_like(sigma, GUIDANCE), txt_ids=text_ids,
                              img_ids=image_ids, return_dict=False)[0]
     error = (prediction - velocity) ** 2
     return error.mean() if weights is None else (error * weights).mean() / weights.mean()
+
+
+def clearer_half(latents: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, columns: int, share: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noisy latents, which tokens keep their loss (B, tokens, 1)) of 1x2 canvases `columns` tokens wide, where a
+    `share` of the items has one random half clearer: clean with chance 1/2, else at a uniform fraction of
+    `sigma`, the level the transformer is told. That half loses its loss, so what is learnt is to draw the other
+    half beside it: the student's `[reference | output]`."""
+    count = latents.shape[0]
+    mixed = torch.rand(count, generator=generator) < share
+    left_clearer = torch.rand(count, generator=generator) < 0.5
+    fraction = torch.rand(count, generator=generator) * (torch.rand(count, generator=generator) >= 0.5)
+    left = (torch.arange(latents.shape[1]) % columns) < columns // 2
+    clear = torch.where(left_clearer[:, None], left[None], ~left[None]) & mixed[:, None]
+    level = torch.where(clear, (sigma * fraction)[:, None], sigma[:, None])[..., None]
+    return (1 - level) * latents + level * noise, ~clear[..., None]
 
 
 def kind_geometry(pipe, width: int, height: int) -> tuple[torch.Tensor, float]:
@@ -306,8 +344,9 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         with torch.set_grad_enabled(settings.train_text):
             prompts, pooled = embed(pipe, clip_ids, t5_ids)
         weights = part["weights"][index] if settings.subject_weight != 1 else None
+        clearer = settings.canvas_clearer if kind == "canvas" else 0.0
         loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
-                                   generator, weights)
+                                   generator, weights, clearer, columns=int(image_ids[:, 2].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

@@ -131,8 +131,49 @@ def test_the_teacher_can_train_on_the_students_canvas(tmp_path):
     settings = TeacherSettings(grid_share=0.25, canvas_share=0.5)
     assert [pick_kind(u, settings) for u in (0.1, 0.3, 0.74, 0.8)] == ["grid", "canvas", "canvas", "single"]
     logs = []
-    train_teacher(tmp_path, TeacherSettings(vae_steps=3, steps=8, images=16, batch=4, canvas_share=0.5), logs.append)
+    train_teacher(tmp_path, TeacherSettings(vae_steps=3, steps=8, images=16, batch=4, canvas_share=0.5,
+                                            canvas_clearer=0.7), logs.append)
     assert any("canvas: 16 rendered" in line for line in logs) and any(" canvas " in line for line in logs)
+
+
+def test_canvas_settings_leave_attributes_unnamed_and_align_the_halves():
+    """`canvas_unnamed` words never appear in a canvas prompt, so only the other half shows them; an aligned canvas
+    draws the subject at one place, size and rotation in both halves (only scene, light and warmth change)."""
+    from mini.teacher import training_canvas
+
+    settings = TeacherSettings(canvas_unnamed=("shape", "accessory"), canvas_named=1.0, canvas_aligned=1.0)
+    rng = np.random.default_rng(9)
+    for _ in range(6):
+        text, canvas, mask = training_canvas(rng, settings, with_mask=True)
+        unnamed = {*world.ATTRIBUTE_WORDS["shape"].values(), *world.ATTRIBUTE_WORDS["accessory"].values()}
+        assert not unnamed & set(text.replace(",", " ").replace(".", " ").split())
+        assert any(colour in text.split() for colour in world.BODY_COLOURS)  # the others are named (chance 1)
+        halves = np.asarray(mask)[:, :PANEL] > 127, np.asarray(mask)[:, PANEL:] > 127
+        assert np.array_equal(*halves)  # the same silhouette in the same place (unaligned: 3-6% of pixels differ)
+        pixels = np.asarray(canvas)
+        assert not np.array_equal(pixels[:, :PANEL], pixels[:, PANEL:])  # in two scenes or lights
+
+
+def test_the_clearer_half_of_a_canvas_is_drawn_beside_and_carries_no_loss():
+    """With `canvas_clearer`, one half of a canvas is clearer (often clean) and out of the loss: the teacher learns to
+    draw the other half beside a clearer copy of its subject, the student's `[reference | output]`."""
+    from mini.teacher import clearer_half
+
+    latents, noise = torch.randn(64, 128, 8), torch.randn(64, 128, 8)
+    sigma = torch.rand(64) * 0.9 + 0.1
+    noisy, kept = clearer_half(latents, noise, sigma, 16, 1.0, torch.Generator().manual_seed(0))
+    left = (torch.arange(128) % 16) < 8
+    for item in range(64):
+        keep = kept[item, :, 0]
+        assert torch.equal(keep, left) or torch.equal(keep, ~left)  # exactly one half out of the loss
+        level = sigma[item]
+        assert torch.allclose(noisy[item, keep], (1 - level) * latents[item, keep] + level * noise[item, keep])
+        error = lambda tokens: float((noisy[item, tokens] - latents[item, tokens]).abs().mean())  # noqa: E731
+        assert error(~keep) < error(keep)  # the half out of the loss is the clearer one
+    clean = [bool(torch.equal(noisy[i, ~kept[i, :, 0]], latents[i, ~kept[i, :, 0]])) for i in range(64)]
+    assert 16 < sum(clean) < 48  # clean outright about half the time
+    none, kept = clearer_half(latents, noise, sigma, 16, 0.0, torch.Generator().manual_seed(0))
+    assert bool(kept.all()) and torch.allclose(none, (1 - sigma[:, None, None]) * latents + sigma[:, None, None] * noise)
 
 
 def test_a_stopped_teacher_training_resumes_where_it_stopped(tmp_path):
