@@ -116,10 +116,12 @@ def teacher_consistency(model: AttributeReader, teacher: str | Path = TEACHER, c
 
 def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], steps: int,
                   generators: list[torch.Generator]) -> list[Image.Image]:
-    """1x2 canvases whose left half is held to `references` while the teacher draws: at every step the left
-    half's latents are set to the reference's, noised to that step's level with the item's own noise (as
-    inpainting holds what it keeps), so the right half is drawn beside a subject already fixed, as the
-    student's output is drawn beside its reference. Sampled as `Teacher.draw` samples (its true guidance)."""
+    """1x2 canvases whose left half is held to `references`, clean, while the teacher draws the right half at
+    each step's level: the right half is drawn beside a subject already fixed and known, as the student's output
+    is drawn beside the reference its condition gives whole. (Held noised to each step's level instead, as
+    inpainting holds what it keeps, the left half tells the right less: issue 14's round 5 teacher copied shape
+    0.25 and body 0.35 that way, 0.31 and 0.54 beside the clean half.) Sampled as `Teacher.draw` samples (its
+    true guidance)."""
     pipe = teacher.pipe
     pixels = torch.stack([torch.from_numpy(np.concatenate([np.asarray(r.convert("RGB"))] * 2, axis=1))
                           for r in references]).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -131,8 +133,7 @@ def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], st
     noise = torch.stack([torch.randn(held.shape[1:], generator=g) for g in generators])
 
     def hold_left(pipe, step, timestep, tensors):
-        sigma = pipe.scheduler.sigmas[step + 1]
-        tensors["latents"] = torch.where(left, (1 - sigma) * held + sigma * noise, tensors["latents"])
+        tensors["latents"] = torch.where(left, held, tensors["latents"])
         return tensors
 
     extra = {"max_sequence_length": text_length(pipe)}
@@ -140,8 +141,8 @@ def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], st
         extra |= {"true_cfg_scale": teacher.true_cfg, "negative_prompt": [""] * len(prompts)}
     width, height = references[0].width, references[0].height
     return pipe(prompts, width=2 * width, height=height, num_inference_steps=steps, guidance_scale=GUIDANCE,
-                latents=noise, callback_on_step_end=hold_left, callback_on_step_end_tensor_inputs=["latents"],
-                **extra).images
+                latents=torch.where(left, held, noise), callback_on_step_end=hold_left,
+                callback_on_step_end_tensor_inputs=["latents"], **extra).images
 
 
 @torch.no_grad()
