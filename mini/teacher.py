@@ -314,6 +314,7 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     with what `resume` takes to go on exactly where the saved weights stopped (optimizer, random draws, losses)."""
     transformer = pipe.transformer
     geometry = {kind: kind_geometry(pipe, *part["size"]) for kind, part in data.items()}
+    columns = {kind: part["size"][0] // (2 * pipe.vae_scale_factor) for kind, part in data.items()}  # packed tokens a row
     text_ids = torch.zeros(TEXT_TOKENS, 3)
     empty = tokenize(pipe, [""])
     generator = torch.Generator().manual_seed(settings.seed)
@@ -346,7 +347,7 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
         weights = part["weights"][index] if settings.subject_weight != 1 else None
         clearer = settings.canvas_clearer if kind == "canvas" else 0.0
         loss = rectified_flow_loss(transformer, part["latents"][index], prompts, pooled, image_ids, text_ids, mu,
-                                   generator, weights, clearer, columns=int(image_ids[:, 2].max()) + 1)
+                                   generator, weights, clearer, columns[kind])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
