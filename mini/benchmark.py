@@ -1,7 +1,8 @@
 """The miniature's held-out items, which `dsd mini report` scores and `dsd eval` reads as a benchmark, and the
 attribute judge that scores them in both.
 
-`evaluation_items(seed)` draws the items: held-out identities, each rendered crisp as a reference, with a
+`evaluation_items(seed)` draws the items: held-out identities, each rendered crisp as a reference (centred and
+upright, as the teacher learned to draw its subjects and as the Generate tab's examples show theirs), with a
 prompt in the world's words, in three modes (identity: a new scene; relight: new light and warmth, same
 scene; instruct: one attribute changed). `write_benchmark` writes them in DreamBench++'s layout, a category
 per mode (listed in order in `benchmark.json`), one subject per item: its reference, a subject line naming
@@ -45,7 +46,7 @@ def evaluation_items(seed: int, per_mode: int = 16) -> list[dict]:
     for mode in MODES:
         for _ in range(per_mode):
             identity = identities[rng.integers(len(identities))]
-            reference = world.sample_context(rng)
+            reference = world.sample_context(rng, world.PORTRAIT_SPREAD)
             target = world.sample_context(rng)
             if mode == "identity":
                 while target.scene == reference.scene:
@@ -63,7 +64,7 @@ def evaluation_items(seed: int, per_mode: int = 16) -> list[dict]:
             requested = {**{x: getattr(target, x) for x in CONTEXT}, **{x: getattr(wanted, x) for x in named}}
             preserved = {x: getattr(identity, x) for x in IDENTITY if x not in named}
             items.append({"mode": mode, "prompt": prompt, "reference": world.render(identity, reference, PANEL),
-                          "requested": requested, "preserved": preserved, "identity": identity})
+                          "requested": requested, "preserved": preserved, "identity": identity, "context": reference})
     return items
 
 

@@ -149,7 +149,7 @@ def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], st
 def teacher_copy(model: AttributeReader, teacher: str | Path = TEACHER, count: int = 48, seed: int = 0,
                  steps: int = 20) -> dict:
     """The teacher's copy prior, what the student's fine-tune starts from: the right halves of `copy_canvases`
-    beside crisp renders of held-out subjects (the world's spread), from prompts that name no identity
+    beside crisp renders of held-out subjects (centred and upright, `world.PORTRAIT_SPREAD`), from prompts that name no identity
     attribute. Per attribute, the share of right halves the judge reads as the reference's value, beside
     chance from its habits on the right halves against the subjects' values (`halves_agreement` with the
     truth as the left). Unlike `teacher_consistency`, both halves cannot drift to one default together."""
@@ -158,7 +158,7 @@ def teacher_copy(model: AttributeReader, teacher: str | Path = TEACHER, count: i
     identities = [subjects[k] for k in rng.choice(len(subjects), count, replace=count > len(subjects))]
     references, prompts = [], []
     for identity in identities:
-        contexts = world.grid_contexts(rng, 2)
+        contexts = world.grid_contexts(rng, 2, world.PORTRAIT_SPREAD)
         references.append(world.render(identity, contexts[0], PANEL))
         prompts.append(world_grid_prompt(world.caption(identity, None, []), Layout(1, 2), contexts).text)
     generators = [torch.Generator().manual_seed(seed * 10_000 + k) for k in range(count)]

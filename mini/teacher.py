@@ -64,7 +64,7 @@ class TeacherSettings:
     grid_named: float = 0.5  # chance that a grid prompt names each attribute
     single_named: float = 0.8  # the same for a single panel's caption
     images: int = 4000  # rendered singles and grids, each; encoded once
-    spread: float = 0.2  # the subject's position/scale/rotation spread in training pictures (1: the world's)
+    spread: float = world.PORTRAIT_SPREAD  # the subject's position/scale/rotation spread in training pictures (1: the world's)
     train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
     # A trained teacher folder whose text encoders this one starts from (the world's vocabulary in both). With
     # `train_text=False` they stay frozen, as FLUX's pretrained encoders do: a transformer trained from scratch

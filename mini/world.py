@@ -183,6 +183,12 @@ def sample_identity(rng: np.random.Generator, exclude_held_out: bool = True) -> 
             return identity
 
 
+# The spread of the pictures a subject is shown whole in: the teacher's training pictures and the references the
+# benchmark gives (a centred, upright, fairly large subject, as the Generate tab's examples and DreamBench's
+# reference photos show theirs). Outputs are drawn where the model likes; their pose is never asked.
+PORTRAIT_SPREAD = 0.2
+
+
 def sample_context(rng: np.random.Generator, spread: float = 1.0) -> Context:
     """A random context with the subject kept well inside the panel.
 

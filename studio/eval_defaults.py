@@ -12,7 +12,9 @@ from pathlib import Path
 
 from pipeline.errors import UserInputError
 
-WORLD_BENCHMARK = Path("benchmarks") / "miniature-world"  # inside the data folder
+# Inside the data folder, named by the items' version: a folder is written once and kept, so an older data
+# folder's copy (v1: references placed across the whole world, before they were centred) is never read as this one.
+WORLD_BENCHMARK = Path("benchmarks") / "miniature-world-v2"
 JUDGE_FLAGS = {"url": "--judge-url", "model": "--judge-model", "spec": "--judge"}
 JUDGE_FIELDS = {"url": "Judge URL", "model": "Judge model", "spec": "Or judge"}  # the Evaluate tab's labels
 

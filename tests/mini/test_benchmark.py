@@ -35,6 +35,20 @@ def test_the_world_benchmark_holds_the_reports_items_in_its_order(tmp_path):
     assert not list(tmp_path.glob(".world*"))  # written beside, then renamed into place
 
 
+def test_the_benchmarks_references_show_their_subjects_as_the_teacher_learned_to_draw_them():
+    """Centred, upright and fairly large, as in every teacher's training pictures and the Generate tab's examples:
+    a reference in a pose the teacher never drew measures pose, not identity. Only the pose narrows: the items'
+    subjects and prompts are the draws they were (`sample_context` makes the same draws at any spread)."""
+    from mini import world
+
+    items = evaluation_items(0)
+    for item in items:
+        context = item["context"]
+        assert abs(context.rotation) <= 30 * world.PORTRAIT_SPREAD and abs(context.x - 0.5) <= 0.15 * world.PORTRAIT_SPREAD + 1e-3  # x is kept to 3 places
+        assert np.array_equal(np.asarray(item["reference"]), np.asarray(world.render(item["identity"], context, 64)))
+    assert max(abs(item["context"].rotation) for item in items) > 1  # narrowed, not pinned to one pose
+
+
 def test_the_attribute_judge_refuses_a_benchmark_not_of_its_world():
     judge = AttributeJudge.from_pretrained(JUDGE)
     picture = Image.new("RGB", (64, 64))
