@@ -149,10 +149,10 @@ def copy_canvases(teacher, references: list[Image.Image], prompts: list[str], st
 def teacher_copy(model: AttributeReader, teacher: str | Path = TEACHER, count: int = 48, seed: int = 0,
                  steps: int = 20) -> dict:
     """The teacher's copy prior, what the student's fine-tune starts from: the right halves of `copy_canvases`
-    beside crisp renders of held-out subjects (centred and upright, `world.PORTRAIT_SPREAD`), from prompts that name no identity
-    attribute. Per attribute, the share of right halves the judge reads as the reference's value, beside
-    chance from its habits on the right halves against the subjects' values (`halves_agreement` with the
-    truth as the left). Unlike `teacher_consistency`, both halves cannot drift to one default together."""
+    beside crisp renders of held-out subjects (centred and upright, `world.PORTRAIT_SPREAD`), from prompts that
+    name no identity attribute. Per attribute, the share of right halves the judge reads as the reference's
+    value, beside chance from its habits on the right halves against the subjects' values (`halves_agreement`
+    with the truth as the left). Unlike `teacher_consistency`, both halves cannot drift to one default together."""
     rng = np.random.default_rng(4000 + seed)
     subjects = sorted(world.held_out(), key=lambda i: tuple(vars(i).values()))
     identities = [subjects[k] for k in rng.choice(len(subjects), count, replace=count > len(subjects))]

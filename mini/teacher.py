@@ -64,7 +64,7 @@ class TeacherSettings:
     grid_named: float = 0.5  # chance that a grid prompt names each attribute
     single_named: float = 0.8  # the same for a single panel's caption
     images: int = 4000  # rendered singles and grids, each; encoded once
-    spread: float = world.PORTRAIT_SPREAD  # the subject's position/scale/rotation spread in training pictures (1: the world's)
+    spread: float = world.PORTRAIT_SPREAD  # position/scale/rotation spread of training subjects (1: the world's)
     train_text: bool = True  # the text encoders learn with the transformer (their only pretraining)
     # A trained teacher folder whose text encoders this one starts from (the world's vocabulary in both). With
     # `train_text=False` they stay frozen, as FLUX's pretrained encoders do: a transformer trained from scratch
@@ -314,7 +314,7 @@ def train_transformer(pipe, data: dict, settings: TeacherSettings, log: Log = pr
     with what `resume` takes to go on exactly where the saved weights stopped (optimizer, random draws, losses)."""
     transformer = pipe.transformer
     geometry = {kind: kind_geometry(pipe, *part["size"]) for kind, part in data.items()}
-    columns = {kind: part["size"][0] // (2 * pipe.vae_scale_factor) for kind, part in data.items()}  # packed tokens a row
+    columns = {kind: int(ids[:, 2].max()) + 1 for kind, (ids, _) in geometry.items()}  # packed tokens a row
     text_ids = torch.zeros(TEXT_TOKENS, 3)
     empty = tokenize(pipe, [""])
     generator = torch.Generator().manual_seed(settings.seed)
