@@ -31,7 +31,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from mini import GUTTER, PANEL, world
+from mini import GUTTER, PANEL, TEACHER, world
 from mini.prompts import world_grid_prompt
 from pipeline.errors import UserInputError
 from pipeline.flow import add_noise, schedule_shift
@@ -93,6 +93,23 @@ class TeacherSettings:
     seed: int = 0
     save_every: int = 0  # steps between saves of the whole folder (0: only at the end)
 
+
+# Named teachers: (settings, component sizes). `shipped` made assets/mini/teacher. `copy` is issue 14's recipe for
+# a teacher whose 1x2 canvases copy a given subject, the prior the student's fine-tune starts from; its own
+# student is not yet made. A VAE that compresses 4x (a 64 px panel is 8 x 8 tokens, not 4 x 4), the shipped
+# teacher's text encoders frozen (the subject's words are bound from step 0), half its steps on the student's
+# canvas with one half clearer, the subject's tokens weighted 5x, grids that rarely name the subject. Measured at
+# step 5,000 of 10,000 (48 canvases beside crisp held-out references): shape, body, pattern, accent and accessory
+# copied 0.63, 0.90, 0.73, 0.73, 0.56, all five 0.21; the shipped teacher's 0.17, 0.29, 0.31, 0.42, 0.33 and 0.
+RECIPES = {
+    "shipped": (TeacherSettings(), TEACHER_CONFIG),
+    "copy": (TeacherSettings(vae_steps=3000, steps=10000, images=6000, grid_share=0.3, canvas_share=0.5,
+                             grid_named=0.15, subject_weight=5.0, train_text=False,
+                             text_encoders=str(TEACHER),
+                             canvas_unnamed=("shape", "accessory"), canvas_aligned=0.5, canvas_clearer=0.7, seed=10,
+                             save_every=250),
+             replace(TEACHER_CONFIG, vae_channels=(16, 32, 64), seed=2)),
+}
 
 def to_tensor(images) -> torch.Tensor:
     """PIL images -> (B, 3, H, W) in [-1, 1]."""

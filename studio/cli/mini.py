@@ -1,12 +1,12 @@
 """`dsd mini STAGE`: the method in miniature (`mini/`), one stage per command, or all of them.
 
-    dsd mini train-teacher --out W/teacher
+    dsd mini train-teacher --out W/teacher   [--recipe copy: issue 14's teacher, 4x VAE, saved every 250 steps]
     dsd mini train-judge   --teacher W/teacher --out W/judge
     dsd mini wheel         --teacher W/teacher --judge W/judge --home W/wheel
     dsd mini train-student --teacher W/teacher --data W/wheel/curated.parquet --out W/student/curated
     dsd mini report        [--teacher ... --judge ... --uncurated ... --curated ...] [--json]
     dsd mini teacher-domain --home W/domain   (the same students on the teacher's own pictures)
-    dsd mini chain         --out W        (all of the above, in order, with their CPU times)
+    dsd mini chain         --out W [--recipe copy]  (all of the above, in order, with their CPU times)
 
 Every stage is seeded; `report` defaults to the weights shipped in assets/mini. `train-teacher` and
 `train-judge` on a folder that already holds a model continue it (a further round: new pictures with
@@ -18,9 +18,12 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.errors import UserInputError
+
+RECIPE_NAMES = ("shipped", "copy")  # mini.teacher.RECIPES' names, without importing torch for --help
 
 
 def add_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -28,14 +31,16 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     stages = mini.add_subparsers(dest="stage", required=True)
     teacher = stages.add_parser("train-teacher", parents=[common], help="VAE + tiny FLUX text-to-image of the world")
     teacher.add_argument("--out", type=Path, required=True)
-    teacher.add_argument("--steps", type=int, help="transformer steps (default 4000)")
-    teacher.add_argument("--vae-steps", type=int, help="VAE steps (default 4000)")
-    teacher.add_argument("--images", type=int, help="rendered singles and grids, each (default 4000)")
+    teacher.add_argument("--recipe", choices=RECIPE_NAMES, default="shipped",
+                         help="shipped: the shipped teacher's; copy: issue 14's teacher that copies a given subject")
+    teacher.add_argument("--steps", type=int, help="transformer steps (the recipe's: 4000 shipped, 10000 copy)")
+    teacher.add_argument("--vae-steps", type=int, help="VAE steps (the recipe's: 4000 shipped, 3000 copy)")
+    teacher.add_argument("--images", type=int, help="rendered pictures of each kind (the recipe's: 4000 shipped, 6000 copy)")
     teacher.add_argument("--lr", type=float, help="transformer learning rate (default 1e-3; lower for a further round)")
     teacher.add_argument("--save-every", type=int, help="save the folder every N steps; rerun to resume (default: at the end)")
     teacher.add_argument("--text-encoders", type=Path, metavar="TEACHER",
                          help="start from this trained teacher's text encoders, frozen (as FLUX's pretrained ones are)")
-    teacher.add_argument("--seed", type=int, default=0)
+    teacher.add_argument("--seed", type=int, help="the recipe's: 0 shipped, 10 copy")
 
     judge = stages.add_parser("train-judge", parents=[common], help="the attribute judge: curator and instrument")
     judge.add_argument("--teacher", type=Path, required=True, help="its VAE degrades some training panels")
@@ -75,6 +80,7 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     chain = stages.add_parser("chain", parents=[common], help="every stage in order into one folder")
     chain.add_argument("--out", type=Path, required=True)
     chain.add_argument("--quick", action="store_true", help="a few steps per stage: checks a set-up in minutes")
+    chain.add_argument("--recipe", choices=RECIPE_NAMES, default="shipped", help="the teacher's (see train-teacher)")
 
 
 def add_model_folders(parser) -> None:
@@ -95,7 +101,7 @@ def need(path: Path, what: str, hint: str) -> Path:
 def run_mini(args) -> int:
     from mini import recipe
     from mini.report import markdown, run_report
-    from mini.teacher import TeacherSettings, train_teacher
+    from mini.teacher import RECIPES, train_teacher
     from mini.teacher_domain import teacher_domain
 
     say = lambda message: print(message, flush=True)  # noqa: E731
@@ -104,7 +110,10 @@ def run_mini(args) -> int:
                                        ("lr", args.lr), ("save_every", args.save_every)) if v is not None}
         if args.text_encoders is not None:
             overrides |= {"text_encoders": str(args.text_encoders), "train_text": False}
-        report = train_teacher(args.out, TeacherSettings(seed=args.seed, **overrides), log=say)
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        settings, config = RECIPES[args.recipe]
+        report = train_teacher(args.out, replace(settings, **overrides), log=say, config=config)
     elif args.stage == "train-judge":
         need(args.teacher / "vae", "teacher", "train one with `dsd mini train-teacher`")
         report = recipe.train_judge_stage(args.teacher, args.out, args.count, args.steps, args.seed, log=say)
@@ -134,18 +143,19 @@ def run_mini(args) -> int:
                                                                  "student_curated": args.curated},
                                 args.grids, seeds=args.seeds, log=say)
     else:
-        report = run_chain(args.out, args.quick, say)
+        report = run_chain(args.out, args.quick, say, args.recipe)
     print(json.dumps(report, indent=1))
     return 0
 
 
-def run_chain(out: Path, quick: bool, say) -> dict:
+def run_chain(out: Path, quick: bool, say, teacher_recipe: str = "shipped") -> dict:
     """Every stage into `out`, timing each; `quick` shrinks every stage to check a set-up."""
     from mini import recipe
     from mini.report import run_report
-    from mini.teacher import TeacherSettings, train_teacher
+    from mini.teacher import RECIPES, train_teacher
 
-    settings = TeacherSettings(vae_steps=20, steps=20, images=64) if quick else TeacherSettings()
+    settings, config = RECIPES[teacher_recipe]
+    settings = replace(settings, vae_steps=20, steps=20, images=64) if quick else settings
     times = {}
 
     def timed(name, call):
@@ -155,7 +165,7 @@ def run_chain(out: Path, quick: bool, say) -> dict:
         say(f"== {name}: {times[name]} s")
         return result
 
-    timed("train-teacher", lambda: train_teacher(out / "teacher", settings, log=say))
+    timed("train-teacher", lambda: train_teacher(out / "teacher", settings, log=say, config=config))
     timed("train-judge", lambda: recipe.train_judge_stage(out / "teacher", out / "judge", 256 if quick else 24000,
                                                           20 if quick else 8000, log=say))
     timed("wheel", lambda: recipe.run_wheel(out / "wheel", out / "teacher", out / "judge", 4 if quick else 240,

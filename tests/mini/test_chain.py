@@ -89,6 +89,35 @@ def test_quick_chain_runs_every_stage_through_the_projects_wheel_and_trainer(tmp
     assert wheel["grids"] == 4 and wheel["exported"]["uncurated"] == min(wheel["exported"]["curated"], wheel["pairs"])
 
 
+
+def test_the_copy_recipe_teacher_draws_panels_with_finer_tokens_for_the_projects_wheel_and_trainer(tmp_path):
+    """`--recipe copy` (issue 14's teacher): its VAE compresses 4x, so a 64 px panel is 8 x 8 packed tokens
+    rather than 4 x 4, its text encoders are the shipped teacher's, kept frozen, and the project's wheel and
+    trainer take it as they take the shipped one (`dsd mini chain --recipe copy` runs these stages in turn)."""
+    from safetensors.torch import load_file
+
+    from mini import JUDGE, TEACHER
+    from mini.teacher import RECIPES
+    from pipeline.generation.pipeline import DSDPipeline
+    from studio.cli.mini import RECIPE_NAMES
+
+    assert RECIPE_NAMES == tuple(RECIPES)  # the CLI's choices, listed without importing torch
+    teacher = tmp_path / "teacher"
+    for stage in (("train-teacher", "--recipe", "copy", "--out", teacher, "--steps", "4", "--vae-steps", "3",
+                   "--images", "16"),
+                  ("wheel", "--teacher", teacher, "--judge", JUDGE, "--home", tmp_path / "wheel", "--grids", "2",
+                   "--steps", "2"),
+                  ("train-student", "--teacher", teacher, "--data", tmp_path / "wheel" / "uncurated.parquet",
+                   "--out", tmp_path / "student", "--steps", "2")):
+        result = dsd("mini", *map(str, stage))
+        assert result.returncode == 0, (stage[0], result.stderr[-2000:])
+    drawn = DSDPipeline.from_pretrained(teacher)
+    assert drawn.vae_scale_factor == 4 and PANEL // drawn.vae_scale_factor // 2 == 8
+    for part in ("text_encoder", "text_encoder_2"):
+        shipped, trained = (load_file(next((folder / part).glob("*.safetensors"))) for folder in (TEACHER, teacher))
+        assert all(torch.equal(shipped[k], trained[k]) for k in shipped), part
+    assert (tmp_path / "student" / "pytorch_lora_weights.safetensors").is_file()
+
 def test_teacher_training_pretrains_its_text_encoders_and_a_second_round_continues(tmp_path):
     """The miniature's encoders have no pretraining: they learn with the teacher, then load from its folder."""
     import torch
