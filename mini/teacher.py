@@ -111,6 +111,7 @@ RECIPES = {
              replace(TEACHER_CONFIG, vae_channels=(16, 32, 64), seed=2)),
 }
 
+
 def to_tensor(images) -> torch.Tensor:
     """PIL images -> (B, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
